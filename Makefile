@@ -1,0 +1,30 @@
+# Quick start: `make demo` runs the main job, `make test` runs the test suite.
+# Both create .venv with the project installed the first time they run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev,digits]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m specnorm_np demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check specnorm_np tests
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install "torch==2.13.0" psutil
+	$(BIN)/python -m specnorm_np.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

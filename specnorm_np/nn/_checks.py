@@ -1,0 +1,69 @@
+"""Input validation shared by the layers: every error names the layer and what it expected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specnorm_np.backend import get_array_module
+
+
+def check_input(
+    layer: Any,
+    x: Any,
+    *,
+    ndim: int | tuple[int, ...],
+    layout: str,
+    last_dim: int | None = None,
+    last_name: str = "channels",
+) -> None:
+    """Raise ``ValueError`` naming ``layer`` if ``x`` is not a finite float array as expected.
+
+    ``layout`` describes the expected axes (e.g. ``"(N, H, W, C)"``) for the message. The
+    NaN/Inf test costs one reduction: ``sum(x)`` is finite for finite ``x`` unless it overflows,
+    and only then is the elementwise test run.
+    """
+    label = getattr(layer, "label", str(layer))
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{label}: expected an array {layout}, got {type(x).__name__}")
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if x.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{label}: expected {want} input {layout}, got shape {tuple(x.shape)}")
+    if x.dtype.kind != "f":
+        raise ValueError(
+            f"{label}: expected floating-point input (float32 or float64), got dtype {x.dtype}; "
+            "convert with x.astype(numpy.float32)"
+        )
+    if last_dim is not None and x.shape[-1] != last_dim:
+        raise ValueError(
+            f"{label}: expected {last_dim} {last_name} in the last axis of {layout}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    check_finite(label, x)
+
+
+def check_finite(label: str, x: Any, what: str = "input") -> None:
+    xp = get_array_module(x)
+    if x.size and not bool(xp.isfinite(x.sum())) and not bool(xp.isfinite(x).all()):
+        bad = int((~xp.isfinite(x)).sum())
+        raise ValueError(f"{label}: {what} contains {bad} NaN or Inf value(s)")
+
+
+def check_grad(layer: Any, dy: Any, expected_shape: tuple[int, ...]) -> None:
+    """The upstream gradient must have the shape of the layer's last output."""
+    if tuple(dy.shape) != tuple(expected_shape):
+        raise ValueError(
+            f"{getattr(layer, 'label', layer)}: backward expected an upstream gradient of shape "
+            f"{tuple(expected_shape)} (the shape forward returned), got {tuple(dy.shape)}"
+        )
+
+
+def pair(value: int | tuple[int, int], name: str, owner: str) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 5)`` stays; anything else is a ``ValueError``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        out = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{owner}: {name} must be an int or a pair of ints, got {value!r}")
+    return out
