@@ -20,7 +20,8 @@ error exceeds ``tol``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,11 @@ def numerical_gradient(
     ``f`` takes no argument and reads ``x``, which is perturbed in place and restored. Returns a
     host float64 array with one value per index (all entries of ``x`` when ``indices`` is None).
     """
+    if not x.flags.c_contiguous:
+        raise ValueError(
+            "gradcheck: the checked array must be C-contiguous (it is perturbed through a flat "
+            "view); pass numpy.ascontiguousarray(x)"
+        )
     flat = x.reshape(-1)  # a view: writing to it writes to x
     if indices is None:
         indices = range(flat.shape[0])
@@ -211,6 +217,22 @@ def _random_states(module: Any) -> list[tuple[Any, Any]]:
     return found
 
 
+@contextmanager
+def _buffers_preserved(module: Any) -> Iterator[None]:
+    """Put buffers (BatchNorm running statistics) back as they were after the check: each of
+    the many forward passes of a training-mode check would otherwise update them."""
+    saved = []
+    for m in module.modules() if hasattr(module, "modules") else []:
+        for name in getattr(m, "_buffer_names", []):
+            value = getattr(m, name)
+            saved.append((m, name, value.copy() if hasattr(value, "copy") else value))
+    try:
+        yield
+    finally:
+        for m, name, value in saved:
+            setattr(m, name, value)
+
+
 def check_layer(
     layer: Any,
     x: Any,
@@ -223,7 +245,8 @@ def check_layer(
     """Check a layer's input gradient and every parameter gradient, in float64.
 
     ``layer`` and ``x`` must already be float64 (``layer.astype(numpy.float64)``). Stochastic
-    layers (dropout) replay the same random draws in every evaluation. Extra keyword arguments
+    layers (dropout) replay the same random draws in every evaluation, and buffers (BatchNorm
+    running statistics) are restored afterwards. Extra keyword arguments
     go to :func:`check_function` (``tol``, ``eps``, ``floor``, ``mode``, ...).
 
     Returns one :class:`CheckResult` per tensor; raises :class:`GradcheckError` on a mismatch.
@@ -236,27 +259,26 @@ def check_layer(
         for gen, state in states:
             gen.bit_generator.state = state
 
-    restore()
-    y = layer.forward(x)
-    g_host = np.random.default_rng(seed).standard_normal(y.shape)
-    g = g_host if xp is np else xp.asarray(g_host)
-
-    def loss() -> float:
+    with _buffers_preserved(layer):
         restore()
-        return float((layer.forward(x) * g).sum())
+        y = layer.forward(x)
+        g_host = np.random.default_rng(seed).standard_normal(y.shape)
+        g = g_host if xp is np else xp.asarray(g_host)
 
-    restore()
-    layer.forward(x)
-    dx = layer.backward(g)
-    grads = {name: p.grad.copy() for name, p in layer.named_parameters()}
-    results = []
-    if check_input:
-        results.append(check_function(loss, x, dx, owner=label, tensor="input", seed=seed,
-                                      **options))
-    if check_params:
-        for name, p in layer.named_parameters():
-            results.append(check_function(loss, p.data, grads[name], owner=label, tensor=name,
-                                          seed=seed, **options))
+        def loss() -> float:
+            restore()
+            return float((layer.forward(x) * g).sum())
+
+        dx = layer.backward(g)
+        grads = {name: p.grad.copy() for name, p in layer.named_parameters()}
+        results = []
+        if check_input:
+            results.append(check_function(loss, x, dx, owner=label, tensor="input", seed=seed,
+                                          **options))
+        if check_params:
+            for name, p in layer.named_parameters():
+                results.append(check_function(loss, p.data, grads[name], owner=label,
+                                              tensor=name, seed=seed, **options))
     return results
 
 
@@ -290,15 +312,16 @@ def check_model(
         restore()
         return float(loss(model.forward(x), y)[0])
 
-    restore()
-    _, dlogits = loss(model.forward(x), y)
-    dx = model.backward(dlogits)
-    grads = {name: p.grad.copy() for name, p in model.named_parameters()}
-    results = []
-    if check_input:
-        results.append(check_function(value, x, dx, owner=label, tensor="input", seed=seed,
-                                      **options))
-    for name, p in model.named_parameters():
-        results.append(check_function(value, p.data, grads[name], owner=label, tensor=name,
-                                      seed=seed, **options))
+    with _buffers_preserved(model):
+        restore()
+        _, dlogits = loss(model.forward(x), y)
+        dx = model.backward(dlogits)
+        grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+        results = []
+        if check_input:
+            results.append(check_function(value, x, dx, owner=label, tensor="input", seed=seed,
+                                          **options))
+        for name, p in model.named_parameters():
+            results.append(check_function(value, p.data, grads[name], owner=label, tensor=name,
+                                          seed=seed, **options))
     return results

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from specnorm_np.backend import gpu_available, to_numpy
 from specnorm_np.testing import strict
@@ -33,6 +34,19 @@ class Backend:
     @staticmethod
     def host(array: Any) -> np.ndarray:
         return to_numpy(array)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_threaded_blas() -> Any:
+    """Run the suite with one BLAS thread.
+
+    Test arrays are tiny, so threads buy nothing, and on a busy shared machine a multi-threaded
+    BLAS spinning on an oversubscribed core made a 100-image convolution step ~100x slower
+    (0.7 s instead of 5 ms, measured). Code that wants threads (the benchmark) sets its own
+    limit inside this one.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(params=["numpy", "strict"])

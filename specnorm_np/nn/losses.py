@@ -45,6 +45,11 @@ class SoftmaxCrossEntropy:
         check_input(self, logits, ndim=2, layout="(N, classes)")
         xp = get_array_module(logits)
         n, k = logits.shape
+        if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
+            raise ValueError(
+                f"SoftmaxCrossEntropy: labels must be an integer array of shape ({n},) on the "
+                f"logits' device, got {type(labels).__name__}"
+            )
         if tuple(labels.shape) != (n,):
             raise ValueError(
                 f"SoftmaxCrossEntropy: expected labels of shape ({n},) to match logits "

@@ -147,7 +147,7 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    # ---- state ------------------------------------------------------------------------------------
+    # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Host (NumPy) copies of every parameter and buffer, by qualified name."""
         state: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -219,16 +219,22 @@ class Module:
         return self
 
     def astype(self, dtype: Any) -> Module:
-        """Cast parameters and floating buffers to ``dtype`` (e.g. float64 for gradient checks)."""
+        """Cast parameters, gradients, floating buffers and floating optimizer / regularizer
+        state (``Parameter.state``) to ``dtype`` (e.g. float64 for gradient checks). Returns self.
+        """
+
+        def cast(a: Any) -> Any:
+            if getattr(a, "dtype", None) is not None and a.dtype.kind == "f":
+                return a.astype(dtype)
+            return a
+
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = None if p.grad is None else p.grad.astype(dtype)
-            p.state = {}
+            p.state = {k: cast(v) for k, v in p.state.items()}
         for m in self.modules():
             for b in m._buffer_names:
-                value = getattr(m, b)
-                if value.dtype.kind == "f":
-                    setattr(m, b, value.astype(dtype))
+                setattr(m, b, cast(getattr(m, b)))
             m._cache = None
             m._reset_workspace()
         return self
@@ -236,7 +242,7 @@ class Module:
     def _reset_workspace(self) -> None:
         """Drop reusable scratch buffers (layers that keep some override this)."""
 
-    # ---- printing ---------------------------------------------------------------------------------
+    # ---- printing -----------------------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""
 

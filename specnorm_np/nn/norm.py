@@ -1,15 +1,191 @@
-"""Placeholder: being written (see issue #3)."""
+"""Batch normalisation (Ioffe & Szegedy, 2015) with PyTorch's conventions, channels-last.
 
-from specnorm_np.nn.module import Module
+``BatchNorm1d`` normalises (N, C) inputs and ``BatchNorm2d`` (N, H, W, C) inputs; both work on
+the (M, C) matrix view of the input (M = N for 1-D, M = N·H·W for 2-D), so one implementation
+serves both. Per channel c, with statistics over the M rows::
 
-__all__ = ["BatchNorm1d","BatchNorm2d"]
+    training:   μ = (1/M) Σ x,   σ² = (1/M) Σ (x - μ)²          (biased, used to normalise)
+                running_mean ← (1 - momentum)·running_mean + momentum·μ
+                running_var  ← (1 - momentum)·running_var  + momentum·σ²·M/(M - 1)   (unbiased)
+    evaluation: μ, σ² = running_mean, running_var
+    both:       x̂ = (x - μ) / √(σ² + eps),   y = γ·x̂ + β
+
+Per-channel sums are computed as ``ones(M) @ X``: a matrix-vector product is a single BLAS pass
+over the (M, C) matrix, where ``X.sum(axis=0)`` is a slower strided reduction in NumPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from specnorm_np.backend import get_array_module
+from specnorm_np.nn._checks import check_grad, check_input
+from specnorm_np.nn.module import Module, Parameter
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
-class BatchNorm1d(Module):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("BatchNorm1d is being written")
+class _BatchNorm(Module):
+    """Shared implementation; subclasses fix the expected input rank and layout.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of the last (channel / feature) axis.
+    eps : float
+        Added to the variance before the square root, as in PyTorch (1e-5).
+    momentum : float
+        Weight of the current batch in the running statistics, in [0, 1] (PyTorch's 0.1).
+    dtype : dtype
+        float32 by default.
+
+    Attributes
+    ----------
+    weight, bias : Parameter (C,)
+        γ (ones) and β (zeros); ``regularize=False`` (the paper regularizes only W matrices).
+    running_mean, running_var : ndarray (C,)
+        Buffers (saved by ``state_dict``), initialised to zeros and ones.
+    """
+
+    _ndim = 2
+    _layout = "(N, C)"
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        *,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
+                or num_features < 1:
+            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+        if not (isinstance(eps, (int, float)) and eps > 0 and np.isfinite(eps)):
+            raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
+        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+            raise ValueError(f"{name}: momentum must be a number in [0, 1], got {momentum!r}")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.weight = Parameter(np.ones(self.num_features, dtype=dtype), "weight")
+        self.bias = Parameter(np.zeros(self.num_features, dtype=dtype), "bias")
+        self.register_buffer("running_mean", np.zeros(self.num_features, dtype=dtype))
+        self.register_buffer("running_var", np.ones(self.num_features, dtype=dtype))
+        self._input_shape: tuple[int, ...] = ()  # shape of the last forward input
+
+    # ---- forward ------------------------------------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        """x (N, C) or (N, H, W, C) -> y of the same shape."""
+        check_input(self, x, ndim=self._ndim, layout=self._layout, last_dim=self.num_features)
+        rows = x.reshape(-1, self.num_features)  # (M, C) view of a contiguous input
+        if self.training:
+            y = self._forward_train(rows)
+        else:
+            y = self._forward_eval(rows)
+        self._input_shape = tuple(x.shape)
+        return y.reshape(x.shape)
+
+    def _forward_train(self, rows: Any) -> Any:
+        xp = get_array_module(rows)
+        m = rows.shape[0]
+        if m < 2:
+            raise ValueError(
+                f"{self.label}: training mode needs more than one value per channel to compute "
+                f"batch statistics, got {m} (input with a single row per channel); use a larger "
+                "batch or call eval()"
+            )
+        ones = xp.ones(m, dtype=rows.dtype)
+        mean = (ones @ rows) / m
+        centered = rows - mean
+        var = (ones @ (centered * centered)) / m  # biased: the one used to normalise
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        centered *= inv_std  # now x̂, in place (one array less)
+        x_hat = centered
+        y = x_hat * self.weight.data
+        y += self.bias.data
+        keep = 1.0 - self.momentum
+        self.running_mean = keep * self.running_mean + self.momentum * mean
+        self.running_var = keep * self.running_var + self.momentum * (var * (m / (m - 1)))
+        self._cache = ("train", x_hat, inv_std)
+        return y
+
+    def _forward_eval(self, rows: Any) -> Any:
+        xp = get_array_module(rows)
+        inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
+        scale = self.weight.data * inv_std
+        shift = self.bias.data - self.running_mean * scale
+        y = rows * scale  # the affine map y = scale·x + shift: two passes over the data
+        y += shift
+        self._cache = ("eval", rows, self.running_mean, inv_std)
+        return y
+
+    # ---- backward -----------------------------------------------------------------------------
+    def backward(self, dy: Any) -> Any:
+        """dy (same shape as the input) -> dx; sets ``weight.grad`` and ``bias.grad`` (C,).
+
+        In both modes dβ = Σ_m dy and dγ = Σ_m dy·x̂ (sums over the M rows of a channel).
+
+        Training mode (μ and σ depend on x). With x̂ = (x - μ)/σ and y = γx̂ + β, the chain rule
+        through μ and σ collapses to
+
+            dx = (1/M)·(γ/σ)·(M·dy - Σ dy - x̂·Σ(dy·x̂)),
+
+        i.e. dy·γ/σ with its mean and its component along x̂ removed (the normalisation makes
+        the output invariant to shifting or scaling a channel of x).
+
+        Evaluation mode: μ and σ are constants, y is the affine map γ/σ·(x - μ) + β, and
+        dx = dy·γ/σ.
+        """
+        cache = self._require_cache()
+        mode = cache[0]
+        check_grad(self, dy, self._input_shape)
+        xp = get_array_module(dy)
+        dy_rows = dy.reshape(-1, self.num_features)
+        m = dy_rows.shape[0]
+        ones = xp.ones(m, dtype=dy_rows.dtype)
+        if mode == "train":
+            _, x_hat, inv_std = cache
+        else:
+            _, rows, mean, inv_std = cache
+            x_hat = (rows - mean) * inv_std
+        sum_dy = ones @ dy_rows
+        sum_dy_x_hat = ones @ (dy_rows * x_hat)
+        self.bias.grad = sum_dy
+        self.weight.grad = sum_dy_x_hat
+        scale = self.weight.data * inv_std  # γ/σ per channel
+        if mode == "eval":
+            dx = dy_rows * scale
+        else:
+            dx = x_hat * (sum_dy_x_hat / -m)  # -x̂·Σ(dy·x̂)/M
+            dx -= sum_dy / m  # -Σdy/M
+            dx += dy_rows  # +dy
+            dx *= scale  # ·γ/σ
+        return dx.reshape(dy.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
-class BatchNorm2d(Module):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("BatchNorm2d is being written")
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) features (e.g. after a Linear layer).
+
+    See :class:`_BatchNorm` for the parameters and the module docstring for the formulas.
+    """
+
+    _ndim = 2
+    _layout = "(N, C)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, H, W, C) feature maps, statistics over N, H and W per channel.
+
+    See :class:`_BatchNorm` for the parameters and the module docstring for the formulas.
+    """
+
+    _ndim = 4
+    _layout = "(N, H, W, C)"

@@ -1,0 +1,173 @@
+"""Module, Parameter and Sequential: structure, modes, state dicts, devices and dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specnorm_np import nn
+from specnorm_np.backend import get_array_module
+from specnorm_np.optim import SGD
+from specnorm_np.testing import strict
+
+
+def small_model(seed: int = 0) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(5, 4, rng=seed),
+        nn.BatchNorm1d(4),
+        nn.ReLU(),
+        nn.Dropout(0.2, seed=seed),
+        nn.Linear(4, 3, bias=False, rng=seed + 1),
+    )
+
+
+def test_parameters_order_and_names() -> None:
+    model = small_model()
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight"]
+    params = model.parameters()
+    assert params[0] is model[0].weight and params[-1] is model[4].weight
+    assert [p.regularize for p in params] == [True, False, False, False, True]
+    assert model[4].bias is None
+
+
+def test_nested_module_parameters_and_labels() -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Linear(3, 3, rng=1)
+            self.inner = nn.Sequential(nn.ReLU(), nn.Linear(3, 2, rng=2))
+
+    block = Block()
+    assert [n for n, _ in block.named_parameters()] == [
+        "first.weight", "first.bias", "inner.1.weight", "inner.1.bias"
+    ]
+    assert [type(m).__name__ for m in block.modules()] == [
+        "Block", "Linear", "Sequential", "ReLU", "Linear"
+    ]
+    assert block.inner[1].label == "Linear (layer 1)"
+    assert "Linear(3, 2, bias=True)" in repr(block)
+
+
+def test_sequential_rejects_non_modules() -> None:
+    with pytest.raises(TypeError, match="argument 1"):
+        nn.Sequential(nn.ReLU(), lambda x: x)
+
+
+def test_train_eval_recursion() -> None:
+    model = small_model()
+    assert all(m.training for m in model.modules())
+    assert model.eval() is model
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_state_dict_round_trip_restores_outputs() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    source = small_model(seed=0)
+    source.forward(x)  # moves the BatchNorm running statistics away from their start
+    source.eval()
+    state = source.state_dict()
+    assert list(state) == ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight",
+                           "1.running_mean", "1.running_var"]
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    state["0.weight"][0, 0] += 1.0  # a copy: editing it does not touch the model
+    assert source[0].weight.data[0, 0] != state["0.weight"][0, 0]
+    state = source.state_dict()
+
+    target = small_model(seed=7).eval()
+    assert not np.allclose(target.forward(x), source.forward(x))
+    target.load_state_dict(state)
+    np.testing.assert_array_equal(target.forward(x), source.forward(x))
+    np.testing.assert_array_equal(target[1].running_var, source[1].running_var)
+    assert target[0].weight.data.dtype == np.float32
+
+
+def test_load_state_dict_errors_name_the_entry() -> None:
+    model = small_model()
+    state = model.state_dict()
+    missing = dict(state)
+    del missing["1.running_var"]
+    with pytest.raises(KeyError, match="1.running_var"):
+        model.load_state_dict(missing)
+    extra = dict(state, **{"9.weight": np.zeros(2)})
+    with pytest.raises(KeyError, match="9.weight"):
+        model.load_state_dict(extra)
+    wrong = dict(state, **{"0.weight": np.zeros((4, 6), dtype=np.float32)})
+    with pytest.raises(ValueError, match=r"'0.weight'.*\(4, 6\).*\(4, 5\)"):
+        model.load_state_dict(wrong)
+
+
+def test_astype_casts_parameters_buffers_and_state() -> None:
+    model = small_model()
+    model[0].weight.state["momentum_buffer"] = np.ones((4, 5), dtype=np.float32)
+    model.astype(np.float64)
+    assert all(p.data.dtype == np.float64 for p in model.parameters())
+    assert model[1].running_mean.dtype == np.float64
+    assert model[0].weight.state["momentum_buffer"].dtype == np.float64
+    x = np.random.default_rng(1).standard_normal((3, 5))
+    assert model.forward(x).dtype == np.float64
+
+
+def test_to_device_moves_parameters_buffers_and_optimizer_state() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, 8)
+    model = small_model()
+    reference = small_model()
+    loss = nn.SoftmaxCrossEntropy()
+    optimizers = [SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+                  for m in (model, reference)]
+    for m, opt in zip((model, reference), optimizers):
+        _, dlogits = loss(m.forward(x), labels)
+        m.backward(dlogits)
+        opt.step()
+
+    model.to("gpu", module=strict.xp)
+    for p in model.parameters():
+        assert get_array_module(p.data) is strict.xp
+        assert get_array_module(p.grad) is strict.xp
+        assert get_array_module(p.state["momentum_buffer"]) is strict.xp
+    assert get_array_module(model[1].running_mean) is strict.xp
+
+    # a second step on the "device" matches the same step on the host
+    _, dlogits = loss(model.forward(strict.asarray(x)), strict.asarray(labels))
+    model.backward(dlogits)
+    optimizers[0].step()
+    _, dlogits = loss(reference.forward(x), labels)
+    reference.backward(dlogits)
+    optimizers[1].step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_allclose(p.data.get(), q.data, rtol=1e-6, atol=1e-6)
+
+    model.to("cpu")
+    assert all(isinstance(p.data, np.ndarray) for p in model.parameters())
+    assert all(isinstance(p.state["momentum_buffer"], np.ndarray) for p in model.parameters())
+    assert isinstance(model[1].running_var, np.ndarray)
+
+
+def test_to_rejects_unknown_device_and_clears_cache() -> None:
+    model = small_model()
+    model.forward(np.ones((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
+        model.to("tpu")
+    model.to("cpu")
+    with pytest.raises(RuntimeError, match="backward\\(\\) called before forward"):
+        model.backward(np.ones((2, 3), dtype=np.float32))
+
+
+def test_zero_grad_clears_gradients() -> None:
+    model = small_model()
+    model.forward(np.ones((3, 5), dtype=np.float32))
+    model.backward(np.ones((3, 3), dtype=np.float32))
+    assert all(p.grad is not None for p in model.parameters())
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_parameter_repr_and_shape() -> None:
+    p = nn.Parameter(np.zeros((2, 3), dtype=np.float32), "weight", regularize=True)
+    assert p.shape == (2, 3)
+    assert repr(p) == "Parameter('weight', shape=(2, 3), dtype=float32, weight)"
