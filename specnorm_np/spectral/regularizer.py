@@ -1,0 +1,333 @@
+"""The spectral norm regularizer of Yoshida & Miyato (2017).
+
+The penalty is (λ/2)·Σ_l σ(W_l)² over the weights of the model (Linear weights and conv kernels;
+never biases or BatchNorm parameters). Its gradient with respect to W_l is λ·σ_l·u_l·v_lᵀ, where
+u_l, v_l are the top left and right singular vectors (dσ/dW = u vᵀ when σ₁ is simple). The
+singular triplet is estimated by the normalized power iteration of
+:func:`~specnorm_np.spectral.power_iteration.power_iteration`, with one persistent unit vector
+per weight that is advanced by ``power_iterations`` steps per training step (the paper uses 1).
+
+Use in a training step (the trainer does this)::
+
+    reg = SpectralNormRegularizer(lam=0.01)
+    logits = model.forward(x); loss, dlogits = criterion(logits, y); model.backward(dlogits)
+    reported_loss = loss + reg.penalty(model)   # does not advance the power iteration
+    reg.add_grad(model)                         # advances it once, adds λσuvᵀ to each .grad
+    optimizer.step(model.parameters())
+
+Modes
+-----
+``mode="matrix"`` (the paper): σ of the matrix view ``W.reshape(out, -1)``.
+``mode="operator"``: for each conv layer, σ of the convolution as a linear map on images of the
+layer's last input size (``Conv2d.input_hw``), with its stride and zero padding. The power
+iteration runs through :func:`~specnorm_np.nn.conv.conv2d` (u = Av/‖Av‖, output side) and its
+adjoint :func:`~specnorm_np.nn.conv.conv2d_input_grad` (v = Aᵀu/‖Aᵀu‖, input side) on vectors of
+shape (1, H, W, in) and (1, H', W', out). Since σ = ⟨u, conv(v; K)⟩ is linear in the kernel K,
+dσ/dK = ``conv2d_weight_grad(x=v, dy=u)``: the weight gradient of the layer for *input* v and
+*output gradient* u. Linear weights use the matrix σ (which is their operator norm). This mode
+needs the model (a Module) as ``params``, and a forward pass before the first call.
+``exact=True``: σ, u, v from a full SVD (of the matrix view, or of the dense convolution matrix
+in operator mode, small inputs only) instead of the power iteration; for teaching and tests.
+
+Modes of the regularizer itself: :meth:`train` (default) advances the vectors in
+:meth:`add_grad`; after :meth:`eval` nothing in :attr:`states` changes, and the gradient is that
+of (λ/2)·‖W v‖² with the stored v held fixed (u = Wv/‖Wv‖, σ = ‖Wv‖).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from specnorm_np.backend import get_array_module, to_numpy
+from specnorm_np.nn.conv import Conv2d, conv2d_weight_grad
+from specnorm_np.nn.module import Module
+from specnorm_np.spectral import conv_operator
+from specnorm_np.spectral.power_iteration import (
+    power_iteration,
+    random_unit_vector,
+    top_singular_triplet,
+)
+from specnorm_np.spectral.views import as_matrix, named_weights
+
+__all__ = ["SpectralNormRegularizer", "SpectralState"]
+
+_MAX_DENSE_ENTRIES = 2**24  # exact operator mode builds the dense conv matrix: keep it small
+
+
+@dataclass
+class SpectralState:
+    """Per-weight state of the power iteration, on the weight's device.
+
+    Attributes
+    ----------
+    v : ndarray, (n,) in matrix mode or (1, H, W, in) in operator mode
+        The persistent input-side unit vector.
+    u : ndarray or None, (out,) or (1, H', W', out)
+        Output-side unit vector of the last :meth:`SpectralNormRegularizer.add_grad` in
+        training mode (None before it).
+    sigma : 0-d ndarray or None
+        σ estimate of that step.
+    """
+
+    v: Any
+    u: Any = None
+    sigma: Any = None
+
+
+class SpectralNormRegularizer:
+    """(λ/2)·Σσ(W)² over the weights, with gradient λ·σ·u·vᵀ added to each weight's ``.grad``.
+
+    Parameters
+    ----------
+    lam : float
+        λ >= 0 (the paper uses 0.01).
+    power_iterations : int
+        Power-iteration steps per training step (>= 1; the paper uses 1).
+    seed : int
+        Seeds the starting vectors: weight ``name`` starts from a standard-normal draw of
+        ``numpy.random.default_rng([seed, crc32(name)])``, normalized, on the weight's device.
+    exact : bool
+        Use a full SVD instead of the power iteration.
+    mode : {"matrix", "operator"}
+        See the module docstring.
+
+    ``params`` (in :meth:`penalty`, :meth:`add_grad`) is a Module (recommended; required for
+    ``mode="operator"``), ``(name, Parameter)`` pairs or bare Parameters; the names, the keys
+    of :attr:`states` and of :meth:`state_dict`, follow
+    :func:`~specnorm_np.spectral.views.named_weights` (qualified names for a Module).
+    """
+
+    def __init__(
+        self,
+        lam: float = 0.01,
+        power_iterations: int = 1,
+        seed: int = 0,
+        exact: bool = False,
+        mode: str = "matrix",
+    ) -> None:
+        if not (isinstance(lam, (int, float)) and np.isfinite(lam) and lam >= 0):
+            raise ValueError(f"SpectralNormRegularizer: lam must be a number >= 0, got {lam!r}")
+        if isinstance(power_iterations, bool) or not isinstance(power_iterations, int) \
+                or power_iterations < 1:
+            raise ValueError(
+                "SpectralNormRegularizer: power_iterations must be an int >= 1, "
+                f"got {power_iterations!r}"
+            )
+        if mode not in ("matrix", "operator"):
+            raise ValueError(
+                f"SpectralNormRegularizer: mode must be 'matrix' or 'operator', got {mode!r}"
+            )
+        self.lam = float(lam)
+        self.power_iterations = power_iterations
+        self.seed = int(seed)
+        self.exact = bool(exact)
+        self.mode = mode
+        self.training = True
+        self.states: dict[str, SpectralState] = {}
+
+    # ---- modes ----------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> SpectralNormRegularizer:
+        """Training mode: :meth:`add_grad` advances the power iteration. Returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> SpectralNormRegularizer:
+        """Evaluation mode: the stored vectors never change. Returns self."""
+        return self.train(False)
+
+    # ---- the penalty and its gradient -----------------------------------------------------------
+    def penalty(self, params: Any) -> float:
+        """(λ/2)·Σσ² with the current weights and vectors; does not advance the iteration.
+
+        σ of each weight is ‖W v‖ with its stored unit vector v (the estimate whose gradient
+        :meth:`add_grad` adds in eval mode), or σ₁ from the SVD when ``exact``. A weight met
+        for the first time gets its seeded starting vector, exactly as :meth:`add_grad` would.
+        """
+        total = 0.0
+        for name, param, layer in self._targets(params):
+            sigma, _, _ = self._triplet(name, param.data, layer, iterations=0)
+            total += float(sigma) ** 2
+        return 0.5 * self.lam * total
+
+    def add_grad(self, params: Any) -> None:
+        """Add λ·σ·u·vᵀ (reshaped to the weight's shape) to each weight's ``.grad``.
+
+        Call once per training step, after ``model.backward`` (which sets ``.grad``). In
+        training mode the power iteration first advances by ``power_iterations`` steps and the
+        new v, u, σ are stored; in eval mode nothing is stored. A ``.grad`` that is None is
+        treated as zero. Matrix mode costs one W·v and one Wᵀ·u per weight per step, and the
+        rank-1 update is done in place (BLAS ``ger`` for contiguous NumPy gradients).
+        """
+        for name, param, layer in self._targets(params):
+            iterations = self.power_iterations if self.training else 0
+            sigma, u, v = self._triplet(name, param.data, layer, iterations)
+            if self.training:  # (exact mode keeps the SVD's triplet here, for logging)
+                state = self.states.setdefault(name, SpectralState(v))
+                state.v, state.u, state.sigma = v, u, sigma
+            if param.grad is None:
+                param.grad = get_array_module(param.data).zeros_like(param.data)
+            if layer is None:
+                _add_rank_one(param.grad, self.lam * sigma, u, v)
+            else:
+                # σ = ⟨u, conv(v; K)⟩ is linear in K, so dσ/dK is the weight gradient of the
+                # convolution for input v and output gradient u.
+                dsigma = conv2d_weight_grad(
+                    v, u, layer.weight.data.shape[1:3], layer.stride, layer.padding
+                )
+                param.grad += (self.lam * sigma) * dsigma
+
+    # ---- logging --------------------------------------------------------------------------------
+    def sigmas(self) -> dict[str, float]:
+        """σ of every weight at the last training-mode :meth:`add_grad`, by name."""
+        return {name: float(s.sigma) for name, s in self.states.items() if s.sigma is not None}
+
+    def vectors(self, name: str) -> tuple[Any, Any]:
+        """``(u, v)`` of the weight ``name`` (u is None before the first training step)."""
+        if name not in self.states:
+            raise KeyError(f"SpectralNormRegularizer: no state for {name!r}; known: "
+                           f"{sorted(self.states)}")
+        state = self.states[name]
+        return state.u, state.v
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies: ``"<name>.v"`` for every weight, ``"<name>.u"``, ``"<name>.sigma"`` after
+        a training step."""
+        out: dict[str, np.ndarray] = {}
+        for name, state in self.states.items():
+            out[name + ".v"] = np.array(to_numpy(state.v), copy=True)
+            if state.u is not None:
+                out[name + ".u"] = np.array(to_numpy(state.u), copy=True)
+                out[name + ".sigma"] = np.array(to_numpy(state.sigma), copy=True)
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (replacing all current states).
+
+        The arrays are kept on the host and moved to each weight's device and dtype at its
+        next use, so loading works before or after ``model.to(...)``.
+        """
+        states: dict[str, SpectralState] = {}
+        for key in state:
+            name, _, field = key.rpartition(".")
+            if field not in ("v", "u", "sigma") or not name:
+                raise KeyError(f"SpectralNormRegularizer.load_state_dict: unexpected key {key!r} "
+                               "(expected '<name>.v', '<name>.u' or '<name>.sigma')")
+        for key, value in state.items():
+            name, _, field = key.rpartition(".")
+            if name + ".v" not in state:
+                raise KeyError(f"SpectralNormRegularizer.load_state_dict: {key!r} without "
+                               f"{name + '.v'!r}")
+            entry = states.setdefault(name, SpectralState(v=None))
+            setattr(entry, field, np.array(to_numpy(value), copy=True))
+        self.states = states
+
+    # ---- internals ------------------------------------------------------------------------------
+    def _targets(self, params: Any) -> list[tuple[str, Any, Any]]:
+        """(name, Parameter, conv layer or None) for every weight."""
+        weights = named_weights(params, owner="SpectralNormRegularizer")
+        if self.mode == "matrix":
+            return [(name, p, None) for name, p in weights]
+        if not isinstance(params, Module):
+            raise ValueError(
+                "SpectralNormRegularizer(mode='operator'): params must be the model (a Module), "
+                "which knows each conv layer's input size, stride and padding; got "
+                f"{type(params).__name__}"
+            )
+        convs = {id(m.weight): m for m in params.modules() if isinstance(m, Conv2d)}
+        targets = []
+        for name, p in weights:
+            layer = convs.get(id(p))
+            if layer is not None and layer.input_hw is None:
+                raise ValueError(
+                    f"SpectralNormRegularizer(mode='operator'): {layer.label} ({name}) has no "
+                    "input size yet; run a forward pass first (Conv2d.input_hw is None)"
+                )
+            targets.append((name, p, layer))
+        return targets
+
+    def _triplet(self, name: str, weight: Any, layer: Any, iterations: int) -> tuple[Any, ...]:
+        """σ, u, v for one weight: by SVD when exact, else from the stored v (not stored here)."""
+        if self.exact:
+            if layer is None:
+                return top_singular_triplet(weight)
+            return _exact_operator_triplet(weight, layer)
+        v = self._start_vector(name, weight, layer)
+        if layer is None:
+            return power_iteration(weight, v, iterations)
+        return conv_operator.conv_power_iteration(
+            weight, v, layer.input_hw, layer.stride, layer.padding, iterations
+        )
+
+    def _start_vector(self, name: str, weight: Any, layer: Any) -> Any:
+        """The stored v of ``name`` on the weight's device and dtype (created when missing)."""
+        if layer is None:
+            shape: tuple[int, ...] = (as_matrix(weight).shape[1],)
+        else:
+            shape = (1, *layer.input_hw, weight.shape[3])
+        state = self.states.get(name)
+        if state is None or (layer is not None and tuple(state.v.shape) != shape):
+            # first use, or an operator-mode layer now sees a different input size
+            state = SpectralState(random_unit_vector(shape, weight, self.seed, name))
+            self.states[name] = state
+        if tuple(state.v.shape) != shape:
+            raise ValueError(
+                f"SpectralNormRegularizer: stored vector for {name!r} has shape "
+                f"{tuple(state.v.shape)}, the weight {tuple(weight.shape)} needs {shape}"
+            )
+        xp = get_array_module(weight)
+        if get_array_module(state.v) is not xp or state.v.dtype != weight.dtype:
+            # after load_state_dict, model.to(...) or astype(...): follow the weight
+            state.v = _moved(state.v, weight)
+            state.u = None if state.u is None else _moved(state.u, weight)
+            state.sigma = None if state.sigma is None else _moved(state.sigma, weight)
+        return state.v
+
+
+def _moved(array: Any, like: Any) -> Any:
+    xp = get_array_module(like)
+    return xp.asarray(np.asarray(to_numpy(array)).astype(like.dtype))
+
+
+def _add_rank_one(grad: Any, scale: Any, u: Any, v: Any) -> None:
+    """``grad += scale · u vᵀ`` in the matrix view of ``grad`` (in place).
+
+    For a C-contiguous float32/float64 NumPy gradient the update is BLAS ``ger`` on the
+    Fortran-ordered transpose (Gᵀ += scale · v uᵀ), with no temporary of the weight's size;
+    otherwise an outer product is formed and added.
+    """
+    if isinstance(grad, np.ndarray) and grad.flags.c_contiguous and grad.dtype in (
+        np.float32, np.float64,
+    ):
+        from scipy.linalg import blas
+
+        matrix = as_matrix(grad)
+        ger = blas.get_blas_funcs("ger", dtype=grad.dtype)
+        updated = ger(float(scale), v, u, a=matrix.T, overwrite_a=True)
+        if not np.shares_memory(updated, matrix):  # pragma: no cover - wrapper made a copy
+            matrix[...] = updated.T
+        return
+    grad += ((scale * u)[:, None] * v[None, :]).reshape(grad.shape)
+
+
+def _exact_operator_triplet(kernel: Any, layer: Any) -> tuple[Any, Any, Any]:
+    """σ₁, u₁ (1, H', W', out), v₁ (1, H, W, in) of a conv layer from its dense matrix."""
+    height, width = layer.input_hw
+    out_hw = conv_operator.output_hw(layer.input_hw, kernel.shape[1:3], layer.stride,
+                                     layer.padding)
+    rows = out_hw[0] * out_hw[1] * kernel.shape[0]
+    cols = height * width * kernel.shape[3]
+    if rows * cols > _MAX_DENSE_ENTRIES:
+        raise ValueError(
+            f"SpectralNormRegularizer(exact=True, mode='operator'): {layer.label} would need a "
+            f"dense {rows}x{cols} matrix; use the power iteration (exact=False) at this size"
+        )
+    host = np.asarray(to_numpy(kernel), dtype=np.float64)
+    dense = conv_operator.conv_as_dense_matrix(host, layer.input_hw, layer.stride, layer.padding)
+    left, singular_values, right_t = np.linalg.svd(dense, full_matrices=False)
+    u = left[:, 0].reshape(1, *out_hw, kernel.shape[0])
+    v = right_t[0].reshape(1, height, width, kernel.shape[3])
+    return tuple(_moved(a, kernel) for a in (np.asarray(singular_values[0]), u, v))
