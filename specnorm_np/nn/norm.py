@@ -104,14 +104,15 @@ class _BatchNorm(Module):
         centered = rows - mean
         var = (ones @ (centered * centered)) / m  # biased: the one used to normalise
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        centered *= inv_std  # now x̂, in place (one array less)
-        x_hat = centered
-        y = x_hat * self.weight.data
+        # Speed: y = γ·x̂ + β is computed as (x - μ)·(γ/σ) + β, folding 1/σ into the per-channel
+        # scale, so x̂ = (x - μ)/σ is never materialised (one pass over the (M, C) data less).
+        # Backward keeps (x - μ) and 1/σ and applies 1/σ to per-channel sums instead.
+        y = centered * (self.weight.data * inv_std)
         y += self.bias.data
         keep = 1.0 - self.momentum
         self.running_mean = keep * self.running_mean + self.momentum * mean
         self.running_var = keep * self.running_var + self.momentum * (var * (m / (m - 1)))
-        self._cache = ("train", x_hat, inv_std)
+        self._cache = ("train", centered, inv_std)
         return y
 
     def _forward_eval(self, rows: Any) -> Any:
@@ -148,20 +149,22 @@ class _BatchNorm(Module):
         dy_rows = dy.reshape(-1, self.num_features)
         m = dy_rows.shape[0]
         ones = xp.ones(m, dtype=dy_rows.dtype)
+        # centered = x - μ (rows of the M×C view); x̂ = centered·(1/σ) is never formed: the
+        # per-channel factor 1/σ is applied to the (C,) sums instead (see _forward_train)
         if mode == "train":
-            _, x_hat, inv_std = cache
+            _, centered, inv_std = cache
         else:
             _, rows, mean, inv_std = cache
-            x_hat = (rows - mean) * inv_std
+            centered = rows - mean
         sum_dy = ones @ dy_rows
-        sum_dy_x_hat = ones @ (dy_rows * x_hat)
+        sum_dy_x_hat = (ones @ (dy_rows * centered)) * inv_std  # Σ dy·x̂ = (1/σ)·Σ dy·(x - μ)
         self.bias.grad = sum_dy
         self.weight.grad = sum_dy_x_hat
         scale = self.weight.data * inv_std  # γ/σ per channel
         if mode == "eval":
             dx = dy_rows * scale
         else:
-            dx = x_hat * (sum_dy_x_hat / -m)  # -x̂·Σ(dy·x̂)/M
+            dx = centered * (sum_dy_x_hat * inv_std / -m)  # -x̂·Σ(dy·x̂)/M
             dx -= sum_dy / m  # -Σdy/M
             dx += dy_rows  # +dy
             dx *= scale  # ·γ/σ
