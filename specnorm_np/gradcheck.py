@@ -159,6 +159,10 @@ def check_function(
     GradcheckError
         Naming ``owner``, ``tensor``, the worst index and both values.
     """
+    if mode not in ("auto", "elements", "directional"):
+        raise ValueError(
+            f"gradcheck: mode must be 'auto', 'elements' or 'directional', got {mode!r}"
+        )
     if x.dtype != np.float64:
         raise ValueError(f"gradcheck: {owner} / {tensor} must be float64, got {x.dtype}")
     if tuple(analytic.shape) != tuple(x.shape):
@@ -233,6 +237,16 @@ def _buffers_preserved(module: Any) -> Iterator[None]:
             setattr(m, name, value)
 
 
+def _collect_grads(module: Any, label: str) -> dict[str, Any]:
+    """Copies of every parameter's .grad after backward; a missing one is a clear failure."""
+    grads = {}
+    for name, p in module.named_parameters():
+        if p.grad is None:
+            raise GradcheckError(f"{label} / {name}: backward did not set .grad")
+        grads[name] = p.grad.copy()
+    return grads
+
+
 def check_layer(
     layer: Any,
     x: Any,
@@ -270,7 +284,7 @@ def check_layer(
             return float((layer.forward(x) * g).sum())
 
         dx = layer.backward(g)
-        grads = {name: p.grad.copy() for name, p in layer.named_parameters()}
+        grads = _collect_grads(layer, label)
         results = []
         if check_input:
             results.append(check_function(loss, x, dx, owner=label, tensor="input", seed=seed,
@@ -316,7 +330,7 @@ def check_model(
         restore()
         _, dlogits = loss(model.forward(x), y)
         dx = model.backward(dlogits)
-        grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+        grads = _collect_grads(model, label)
         results = []
         if check_input:
             results.append(check_function(value, x, dx, owner=label, tensor="input", seed=seed,

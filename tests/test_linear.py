@@ -59,6 +59,7 @@ def test_backward_before_forward_raises() -> None:
         (np.ones((2, 3), dtype=np.int64), "floating-point input .*int64"),
         (np.array([[1.0, np.nan, 0.0]], dtype=np.float32), "1 NaN or Inf"),
         (np.array([[1.0, np.inf, -np.inf]]), "2 NaN or Inf"),
+        (np.ones((2, 3), dtype=np.float64), "dtype float64 does not match .*float32"),
     ],
 )
 def test_bad_input_raises_naming_layer(backend, x: np.ndarray, message: str) -> None:

@@ -180,8 +180,9 @@ def test_momentum_extremes() -> None:
         ("2d", np.ones((2, 2, 2, 2), dtype=np.float32), r"expected 3 channels"),
         ("2d", np.ones((2, 2, 2, 3), dtype=np.uint8), "floating-point input .*uint8"),
         ("1d", np.array([[0.0, np.nan, 1.0], [1.0, 2.0, 3.0]]), "1 NaN or Inf"),
-        ("1d", np.ones((1, 3)), "more than one value per channel"),
-        ("2d", np.ones((1, 1, 1, 3)), "more than one value per channel"),
+        ("1d", np.ones((1, 3), dtype=np.float32), "more than one value per channel"),
+        ("2d", np.ones((1, 1, 1, 3), dtype=np.float32), "more than one value per channel"),
+        ("2d", np.ones((2, 2, 2, 3), dtype=np.float64), "dtype float64 does not match .*float32"),
     ],
 )
 def test_bad_input(backend, kind: str, x: np.ndarray, message: str) -> None:

@@ -80,7 +80,9 @@ class GlobalContrastNormalization:
 
     def __call__(self, images: Any, rng: np.random.Generator | None = None) -> Array:
         images = _as_float_batch(images, "GlobalContrastNormalization")
-        flat = images.reshape(images.shape[0], -1)
+        # float64 statistics: in float32 the mean of a constant image such as 3/255 is not exact,
+        # and the rounding residue would be blown up to norm `scale`
+        flat = images.reshape(images.shape[0], -1).astype(np.float64)
         centred = flat - flat.mean(axis=1, keepdims=True)
         if self.use_std:
             divisor = np.sqrt((centred * centred).mean(axis=1, keepdims=True))

@@ -17,6 +17,7 @@ def check_input(
     layout: str,
     last_dim: int | None = None,
     last_name: str = "channels",
+    dtype: Any = None,
 ) -> None:
     """Raise ``ValueError`` naming ``layer`` if ``x`` is not a finite float array as expected.
 
@@ -42,6 +43,12 @@ def check_input(
             f"got shape {tuple(x.shape)}"
         )
     check_finite(label, x)
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(
+            f"{label}: input dtype {x.dtype} does not match the layer's parameters ({dtype}); "
+            f"cast the input (x.astype({dtype})) or the model (model.astype(...)) so that "
+            "they agree (mixing would silently promote activations, gradients and statistics)"
+        )
 
 
 def check_finite(label: str, x: Any, what: str = "input") -> None:

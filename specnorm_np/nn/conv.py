@@ -359,7 +359,8 @@ class Conv2d(Module):
 
     def forward(self, x: Any) -> Any:
         """x (N, H, W, in) -> y (N, H', W', out): im2col then ``@`` per batch chunk, plus b."""
-        check_input(self, x, ndim=4, layout="(N, H, W, C)", last_dim=self.in_channels)
+        check_input(self, x, ndim=4, layout="(N, H, W, C)", last_dim=self.in_channels,
+                    dtype=self.weight.data.dtype)
         n, h, w, _ = x.shape
         conv_output_hw((h, w), self.kernel_size, self.stride, self.padding, owner=self.label)
         y = conv2d(x, self.weight.data, self.stride, self.padding, workspace=self._workspace)

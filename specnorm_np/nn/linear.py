@@ -41,6 +41,12 @@ class Linear(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
+        if not all(isinstance(n, int) and not isinstance(n, bool)
+                   for n in (in_features, out_features)):
+            raise ValueError(
+                f"Linear: in_features and out_features must be ints, got {in_features!r}, "
+                f"{out_features!r}"
+            )
         if in_features < 1 or out_features < 1:
             raise ValueError(
                 f"Linear: in_features and out_features must be >= 1, "
@@ -54,6 +60,7 @@ class Linear(Module):
     def forward(self, x: Any) -> Any:
         """x (N, in) -> y (N, out)."""
         check_input(self, x, ndim=2, layout="(N, in_features)", last_dim=self.in_features,
+                    dtype=self.weight.data.dtype,
                     last_name="features")
         y = x @ self.weight.data.T
         if self.bias is not None:

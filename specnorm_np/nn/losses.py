@@ -45,6 +45,8 @@ class SoftmaxCrossEntropy:
         check_input(self, logits, ndim=2, layout="(N, classes)")
         xp = get_array_module(logits)
         n, k = logits.shape
+        if n == 0:
+            raise ValueError("SoftmaxCrossEntropy: empty batch (N = 0); the mean loss is undefined")
         if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
             raise ValueError(
                 f"SoftmaxCrossEntropy: labels must be an integer array of shape ({n},) on the "

@@ -203,6 +203,9 @@ class Module:
         by default ``"gpu"`` is CuPy. Returns self.
         """
 
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"{self.label}.to: device must be 'cpu' or 'gpu', got {device!r}")
+
         def move(a: Any) -> Any:
             if a is None or isinstance(a, (int, float, str)):
                 return a

@@ -81,7 +81,8 @@ class _BatchNorm(Module):
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
         """x (N, C) or (N, H, W, C) -> y of the same shape."""
-        check_input(self, x, ndim=self._ndim, layout=self._layout, last_dim=self.num_features)
+        check_input(self, x, ndim=self._ndim, layout=self._layout, last_dim=self.num_features,
+                    dtype=self.weight.data.dtype)
         rows = x.reshape(-1, self.num_features)  # (M, C) view of a contiguous input
         if self.training:
             y = self._forward_train(rows)

@@ -104,6 +104,8 @@ def conv_power_iteration(
     shape = (1, int(input_hw[0]), int(input_hw[1]), kernel.shape[3])
     if tuple(v.shape) != shape:
         raise ValueError(f"conv_power_iteration: v must have shape {shape}, got {tuple(v.shape)}")
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"conv_power_iteration: iterations must be an int >= 0, got {iterations!r}")
     if iterations == 0:
         u, sigma = normalized(conv2d(v, kernel, stride, padding))
         return sigma, u, v
@@ -143,6 +145,8 @@ def conv_operator_norm(
     """
     kernel, hw, stride, padding = _geometry(layer_or_kernel, input_hw, stride, padding,
                                             "conv_operator_norm")
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
+        raise ValueError(f"conv_operator_norm: iterations must be an int >= 1, got {iterations!r}")
     v = random_unit_vector((1, *hw, kernel.shape[3]), kernel, seed, "conv_operator_norm")
     sigma, _, _ = conv_power_iteration(kernel, v, hw, stride, padding, iterations)
     return float(sigma)

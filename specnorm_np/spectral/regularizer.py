@@ -13,7 +13,7 @@ Use in a training step (the trainer does this)::
     logits = model.forward(x); loss, dlogits = criterion(logits, y); model.backward(dlogits)
     reported_loss = loss + reg.penalty(model)   # does not advance the power iteration
     reg.add_grad(model)                         # advances it once, adds λσuvᵀ to each .grad
-    optimizer.step(model.parameters())
+    optimizer.step()
 
 Modes
 -----
@@ -35,6 +35,8 @@ of (λ/2)·‖W v‖² with the stored v held fixed (u = Wv/‖Wv‖, σ = ‖Wv
 """
 
 from __future__ import annotations
+
+import warnings
 
 from dataclasses import dataclass
 from typing import Any
@@ -269,7 +271,16 @@ class SpectralNormRegularizer:
         else:
             shape = (1, *layer.input_hw, weight.shape[3])
         state = self.states.get(name)
-        if state is None or (layer is not None and tuple(state.v.shape) != shape):
+        if state is not None and layer is not None and tuple(state.v.shape) != shape:
+            warnings.warn(
+                f"SpectralNormRegularizer: conv layer {name!r} now sees inputs of size "
+                f"{tuple(layer.input_hw)} (its stored vector is for {tuple(state.v.shape[1:3])}); "
+                "the operator-mode power iteration restarts from a fresh vector",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            state = None
+        if state is None:
             # first use, or an operator-mode layer now sees a different input size
             state = SpectralState(random_unit_vector(shape, weight, self.seed, name))
             self.states[name] = state
