@@ -105,7 +105,9 @@ def conv_power_iteration(
     if tuple(v.shape) != shape:
         raise ValueError(f"conv_power_iteration: v must have shape {shape}, got {tuple(v.shape)}")
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-        raise ValueError(f"conv_power_iteration: iterations must be an int >= 0, got {iterations!r}")
+        raise ValueError(
+            f"conv_power_iteration: iterations must be an int >= 0, got {iterations!r}"
+        )
     if iterations == 0:
         u, sigma = normalized(conv2d(v, kernel, stride, padding))
         return sigma, u, v

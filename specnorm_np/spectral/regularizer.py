@@ -37,7 +37,6 @@ of (λ/2)·‖W v‖² with the stored v held fixed (u = Wv/‖Wv‖, σ = ‖Wv
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 from typing import Any
 
