@@ -1,0 +1,104 @@
+"""``python -m specnorm_np``: a two-epoch ``compare`` end to end, ``plot``, ``gradcheck``, the
+demo's digits fallback, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from specnorm_np.experiments.cli import default_large_batch, main
+
+pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
+
+FIGURES = ["fig1_curves.png", "fig2_gap_vs_input_grad.png", "fig3_hessian.png",
+           "fig4_singular_values.png"]
+
+
+def compare_args(out) -> list[str]:
+    return ["compare", "--dataset", "digits", "--train-size", "300", "--model", "vgg",
+            "--width", "4", "--epochs", "2", "--batch-sizes", "32,100", "--seeds", "0", "1",
+            "--lr", "0.05", "--metric-examples", "60", "--hessian-examples", "30",
+            "--hessian-iterations", "3", "--out", str(out), "--quiet"]
+
+
+def test_compare_two_epochs_end_to_end_then_plot(tmp_path, capsys) -> None:
+    out = tmp_path / "grid"
+    assert main(compare_args(out)) == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) == 4 * 2 * 2 and "adversarial-B100-seed1" in runs
+    for run in runs:
+        result = json.loads((out / "runs" / run / "result.json").read_text())
+        assert result["status"] == "finished"
+        assert result["final"]["hessian_test"]["iterations"] >= 1
+        assert len((out / "runs" / run / "history.jsonl").read_text().splitlines()) == 2
+    with open(out / "summary.csv", encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["B"] for row in table] == ["32", "100"]
+    assert list(table[0]) == ["model", "B", "epochs", "seeds", "acc vanilla", "acc decay",
+                              "acc adversarial", "acc spectral", "alpha", "gap vanilla",
+                              "gap decay", "gap adversarial", "gap spectral"]
+    assert all(" ± " in table[0][f"acc {m}"] for m in ("vanilla", "spectral"))
+    with open(out / "correlations.csv", encoding="utf-8") as handle:
+        correlations = list(csv.DictReader(handle))
+    assert {int(row["points"]) for row in correlations} == {32}  # 16 runs x 2 checkpoints
+    for name in FIGURES:
+        assert (out / name).stat().st_size > 10_000
+        (out / name).unlink()
+    # plot redraws everything from the saved runs
+    assert main(["plot", str(out)]) == 0
+    assert all((out / name).exists() for name in FIGURES)
+    assert "acc spectral" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_reported_clearly(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "digits", "--methods", "vanilla,dropout", "--out",
+              str(tmp_path)])
+    assert "unknown method 'dropout'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "digits", "--batch-sizes", "64", "5000", "--out",
+              str(tmp_path)])
+    assert "larger than the training set (1348 images)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--model", "resnet", "--out", str(tmp_path)])
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err
+    missing = tmp_path / "nowhere"
+    assert main(["compare", "--data-root", str(missing), "--out", str(tmp_path)]) == 2
+    assert str(missing) in capsys.readouterr().err  # says where it looked
+    assert main(["plot", str(tmp_path / "empty")]) == 2
+    assert "no runs/ directory" in capsys.readouterr().err
+
+
+def test_default_large_batch_scales_the_papers_ratio() -> None:
+    assert default_large_batch(50000) == 4096
+    assert default_large_batch(5000) == 512
+    assert default_large_batch(300) == 128
+
+
+def test_gradcheck_subcommand_prints_a_passing_table(capsys) -> None:
+    assert main(["gradcheck"]) == 0
+    printed = capsys.readouterr().out
+    assert "all passed" in printed
+    for component in ("Conv2d 3x2 stride 2", "BatchNorm2d (train)", "Spectral (operator)",
+                      "WeightDecay", "Adversarial", "model nin"):
+        assert component in printed
+
+
+def test_demo_falls_back_to_digits_with_a_notice(tmp_path) -> None:
+    # run as the user would (a fresh process), with no CIFAR-10 where it looks and no download
+    command = [sys.executable, "-m", "specnorm_np", "demo", "--data-root", str(tmp_path / "x"),
+               "--no-download", "--epochs", "2", "--model", "mlp", "--out",
+               str(tmp_path / "demo")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={"MPLBACKEND": "Agg", "PATH": "", "OPENBLAS_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "NOTICE: CIFAR-10 is not available" in done.stdout
+    assert "falls back to scikit-learn's 8x8 digits" in done.stdout
+    assert str(tmp_path / "x") in done.stdout  # where it looked
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("vanilla", "spectral"))]
+    assert [line.split()[0] for line in lines[-2:]] == ["vanilla", "spectral"]
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
