@@ -5,6 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# A copy of CIFAR-10 beside the project (as on the team's machines) is used when present;
+# otherwise the loader looks in $SPECNORM_DATA, then ~/.cache/specnorm_np, then downloads.
+ifneq ($(wildcard ../shared/data/cifar-10-batches-py),)
+export SPECNORM_DATA ?= $(abspath ../shared/data)
+endif
+
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
