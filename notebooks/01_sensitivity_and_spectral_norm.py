@@ -124,9 +124,12 @@ def local_linear_map(model: nn.Sequential, x: np.ndarray) -> tuple[np.ndarray, l
             factors.append(("W", layer.weight.data.astype(np.float64)))
         elif isinstance(layer, nn.ReLU):
             factors.append(("D", (h[0].reshape(-1) > 0).astype(np.float64)))
-    local = np.eye(x.size)
+    local = None  # the product so far; starting from the first W avoids an n_in×n_in identity
     for kind, factor in factors:
-        local = factor @ local if kind == "W" else factor[:, None] * local
+        if local is None:
+            local = factor if kind == "W" else np.diag(factor)
+        else:
+            local = factor @ local if kind == "W" else factor[:, None] * local
     return local, factors
 
 

@@ -26,8 +26,9 @@
 # 5. verifies the library's `SpectralNormRegularizer` gradient with `gradcheck`, for a
 #    Linear weight and a convolution kernel.
 #
-# **Run time** (full setting, 2-core CPU, measured): about 30 s. Set `SPECNORM_NB_QUICK=1` for
-# the quick setting the test suite uses.
+# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
+# it): about 40 s (38 s measured). Set `SPECNORM_NB_QUICK=1` for the quick setting the test suite
+# uses.
 
 # %% Parameters
 import os
