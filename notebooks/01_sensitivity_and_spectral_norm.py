@@ -28,7 +28,8 @@
 # small ReLU network, and finally on a network trained on real images, where we measure how
 # loose the product bound is.
 #
-# **Run time** (full setting, 2-core CPU, measured): about 40 s. Set the environment variable
+# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
+# it): 384 s (an earlier version without section 4 took 46 s on a quieter machine). Set
 # `SPECNORM_NB_QUICK=1` for the quick setting the test suite uses.
 
 # %% Parameters

@@ -42,8 +42,10 @@
 # from `results/` if the repository has one (written by `python -m specnorm_np compare`),
 # otherwise it trains its own grid (an MLP on 5,000 CIFAR-10 images, two seeds).
 #
-# **Run time** (full setting, 2-core CPU, measured): about 30 s from saved results,
-# about 6 min when it trains its own grid. Set `SPECNORM_NB_QUICK=1` for the quick setting.
+# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
+# it): about 6 min when it trains its own grid (6 min 48 s measured with 20/40 epochs, before the
+# setting was cut to the present 15/30); seconds when it loads a finished saved grid. Set
+# `SPECNORM_NB_QUICK=1` for the quick setting the test suite uses.
 
 # %% Parameters
 import os
@@ -81,22 +83,34 @@ COLORS = {"vanilla": "tab:blue", "decay": "tab:green", "adversarial": "tab:red",
           "spectral": "c", "spectral-operator": "tab:purple"}
 
 
-def saved_result_directories(root: Path) -> list[Path]:
-    """Directories under ``root`` that hold a finished ``compare`` run (``runs/*/result.json``)."""
+def complete_saved_runs(root: Path) -> tuple[Path, list] | None:
+    """The first directory under ``root`` holding a *finished* ``compare`` grid: every run
+    directory has its ``result.json`` (none still running) and every method of METHODS has
+    finished runs at two or more common batch sizes. None if there is no such directory."""
     if not root.is_dir():
-        return []
-    return sorted({p.parent.parent.parent for p in root.glob("**/runs/*/result.json")})
+        return None
+    for directory in sorted({p.parent.parent for p in root.glob("**/runs/*")}):
+        run_dirs = [p for p in (directory / "runs").iterdir() if p.is_dir()]
+        if not all((p / "result.json").is_file() for p in run_dirs):
+            print(f"{directory}: some runs have not finished yet; not using it")
+            continue
+        loaded = [r for r in load_results(directory) if r["status"] == "finished"]
+        batches = [{r["config"]["batch_size"] for r in loaded if r["config"]["method"] == m}
+                   for m in METHODS]
+        if len(set.intersection(*batches)) < 2:
+            print(f"{directory}: not every method has finished runs at two batch sizes")
+            continue
+        return directory, load_results(directory)
+    return None
 
 
-saved = saved_result_directories(RESULTS_ROOT) if USE_SAVED_RESULTS else []
+saved = complete_saved_runs(RESULTS_ROOT) if USE_SAVED_RESULTS else None
 if saved:
-    SOURCE = saved[0]
-    results = load_results(SOURCE)
-    print(f"Loaded {len(results)} saved runs from {SOURCE} (other saved directories: "
-          f"{[str(p) for p in saved[1:]] or 'none'}).")
+    SOURCE, results = saved
+    print(f"Loaded {len(results)} saved runs from {SOURCE}.")
 else:
     if USE_SAVED_RESULTS:
-        print(f"No saved compare run under {RESULTS_ROOT.resolve()}: training our own grid.")
+        print(f"No finished compare grid under {RESULTS_ROOT.resolve()}: training our own.")
     try:
         spec = DataSpec("cifar10", train_size=TRAIN_SIZE, test_size=TEST_SIZE, data_seed=0)
         configs = build_configs(METHODS, BATCH_SIZES, SEEDS, lr=0.01, epochs=EPOCHS,
@@ -126,7 +140,8 @@ for r in results:
 first = finished[0]
 MODEL_USED = first["config"]["model"]
 DATA_USED = first["data"]
-BATCHES = sorted({r["config"]["batch_size"] for r in finished})
+BATCHES = sorted(set.intersection(*[{r["config"]["batch_size"] for r in finished
+                                     if r["config"]["method"] == m} for m in METHODS]))
 print(f"model {MODEL_USED}, data {DATA_USED['dataset']} (train {DATA_USED['train_size']}, test "
       f"{DATA_USED['test_size'] or 'all'}), batch sizes {BATCHES}, "
       f"seeds {sorted({r['config']['seed'] for r in finished})}")

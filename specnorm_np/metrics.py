@@ -165,7 +165,7 @@ def input_gradient_norms(
 
 
 def make_hessian_vector_product(
-    model: Any, x: Any, y: Any, *, step: float = 1e-4, batch_size: int = 500
+    model: Any, x: Any, y: Any, *, step: float = 1e-6, batch_size: int = 500
 ) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     """Finite-difference Hessian-vector products of the mean data loss w.r.t. all parameters.
 
@@ -177,6 +177,9 @@ def make_hessian_vector_product(
         ``hvp(v)`` for a host float64 vector v of length P returns H·v (P,), as
         ‖v‖·(∇L̄(θ + h·v̂) − ∇L̄(θ − h·v̂)) / (2h) with v̂ = v/‖v‖ and h = ``step``; the
         error is O(h²) times third derivatives (zero where the ReLU pattern does not change).
+        h is small (1e-6, in float64) so that the step rarely flips a ReLU: a flipped unit adds
+        a gradient jump divided by 2h, i.e. false curvature (with h = 1e-4 a small MLP showed a
+        top eigenvalue of 1248 instead of 52).
     size : int
         P, the number of parameters.
     """
