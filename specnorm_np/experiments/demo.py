@@ -17,7 +17,7 @@ import numpy as np
 
 from specnorm_np.experiments.compare import build_configs, run_grid
 from specnorm_np.experiments.datasets import DataSpec, load_splits
-from specnorm_np.experiments.plots import COLORS, choose_layer
+from specnorm_np.experiments.plots import COLORS, _pyplot, choose_layer
 
 __all__ = ["resolve_demo_data", "run_demo", "demo_table", "demo_figure"]
 
@@ -81,11 +81,7 @@ def demo_table(results: list[dict[str, Any]]) -> str:
 
 def demo_figure(results: list[dict[str, Any]], path: str | Path) -> Path:
     """Accuracy/gap curves, input-gradient norm over training, and one layer's spectrum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()  # bare Figure objects: no display needed, the caller's backend is kept
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     layer = choose_layer(results)
     results = [r for r in results if r["status"] == "finished"]

@@ -30,13 +30,28 @@ COLORS = {"vanilla": "tab:blue", "decay": "tab:green", "adversarial": "tab:red",
           "spectral": "c", "spectral-operator": "tab:purple"}
 
 
-def _pyplot() -> Any:
-    import matplotlib
+class _Figures:
+    """``subplots``/``close`` like pyplot's, on bare ``matplotlib.figure.Figure`` objects.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Figures made this way are written to files without pyplot's global state, so drawing them
+    neither needs a display nor changes the backend of the caller (a notebook keeps its inline
+    figures).
+    """
 
-    return plt
+    @staticmethod
+    def subplots(*args: Any, figsize: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to release: the figure is not registered with pyplot."""
+
+
+def _pyplot() -> _Figures:
+    return _Figures()
 
 
 def _styles(batches: Sequence[int]) -> dict[int, str]:
