@@ -354,8 +354,6 @@ width_claim = max(len(c[0]) for c in claims)
 print(f"{'claim':<{width_claim}}  {'ours':<48} verdict")
 for claim, _, ours, verdict in claims:
     print(f"{claim:<{width_claim}}  {ours:<48} {verdict}")
-verdicts = [c[3] for c in claims]
-assert set(verdicts) <= {"agrees", "disagrees", "too close to call"}
 
 # %%
 agree = [c[0] for c in claims if c[3] == "agrees"]
