@@ -42,6 +42,7 @@ from specnorm_np.checkpoint import load_checkpoint, save_checkpoint
 from specnorm_np.models import MODEL_NAMES, build_model
 from specnorm_np.nn.losses import SoftmaxCrossEntropy
 from specnorm_np.optim import SGD, MultiStepLR
+from specnorm_np.spectral.regularizer import SpectralNormRegularizer
 
 __all__ = ["METHODS", "TrainConfig", "DataSplits", "TrainResult", "TrainingDiverged", "Trainer",
            "train"]
@@ -274,7 +275,11 @@ class Trainer:
             logits = self.model.forward(xb)
             loss, dlogits = self.criterion(logits, yb)
             check_finite(loss)
-            self.model.backward(dlogits)
+            if isinstance(self.regularizer, SpectralNormRegularizer):
+                # fast path: the power iteration now, so that Linear layers fold λσuvᵀ into
+                # their weight-gradient product during the backward pass (add_grad adds the rest)
+                self.regularizer.stage(self.model)
+            self.model.backward_weights(dlogits)  # dL/dx of the images is not needed here
         check_finite(loss)
         objective = loss
         if self.regularizer is not None:

@@ -171,3 +171,78 @@ def test_parameter_repr_and_shape() -> None:
     p = nn.Parameter(np.zeros((2, 3), dtype=np.float32), "weight", regularize=True)
     assert p.shape == (2, 3)
     assert repr(p) == "Parameter('weight', shape=(2, 3), dtype=float32, weight)"
+
+
+# ---- backward_weights: parameter gradients without dL/dx ------------------------------------
+class _Spy(nn.Module):
+    """A parameter-free identity layer that counts its backward calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backward_calls = 0
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy):
+        self.backward_calls += 1
+        return dy
+
+
+@pytest.mark.parametrize("name, input_shape", [("mlp", (8, 8, 1)), ("vgg-bn", (8, 8, 1)),
+                                               ("nin", (8, 8, 1))])
+def test_backward_weights_gives_the_same_parameter_gradients(backend, rng, name, input_shape):
+    from specnorm_np.models import build_model
+
+    x = rng.standard_normal((3, *input_shape))
+    dlogits = rng.standard_normal((3, 10))
+    grads = []
+    for weights_only in (False, True):
+        model = backend.to(build_model(name, input_shape, seed=1).astype(np.float64))
+        model.forward(backend.asarray(x))
+        if weights_only:
+            assert model.backward_weights(backend.asarray(dlogits)) is None
+        else:
+            model.backward(backend.asarray(dlogits))
+        grads.append({n: backend.host(p.grad) for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for key in grads[0]:
+        assert np.array_equal(grads[0][key], grads[1][key]), key
+
+
+def test_backward_weights_stops_at_the_first_layer_with_parameters(monkeypatch, rng):
+    import specnorm_np.nn.conv as conv_module
+
+    def not_needed(*args, **kwargs):
+        raise AssertionError("conv2d_input_grad must not run in backward_weights")
+
+    spy = _Spy()
+    inner = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=np.float64), nn.ReLU())
+    model = nn.Sequential(spy, inner, nn.Flatten(), nn.Linear(3 * 4 * 5, 2, rng=1,
+                                                             dtype=np.float64))
+    model.forward(rng.standard_normal((2, 4, 5, 2)))
+    monkeypatch.setattr(conv_module, "conv2d_input_grad", not_needed)
+    model.backward_weights(rng.standard_normal((2, 2)))
+    assert spy.backward_calls == 0
+    assert inner[0].weight.grad.shape == (3, 3, 3, 2)
+    with pytest.raises(AssertionError, match="must not run"):
+        model.backward(rng.standard_normal((2, 2)))
+
+
+def test_backward_weights_of_a_parameter_free_model_does_nothing(rng):
+    spy = _Spy()
+    model = nn.Sequential(spy, nn.ReLU())
+    model.forward(rng.standard_normal((2, 3)))
+    assert model.backward_weights(rng.standard_normal((2, 3))) is None
+    assert spy.backward_calls == 0
+    # a layer without an override (ReLU) falls back to backward and discards dL/dx
+    relu = nn.ReLU()
+    relu.forward(rng.standard_normal((2, 3)))
+    assert relu.backward_weights(np.ones((2, 3))) is None
+
+
+def test_backward_weights_checks_the_upstream_gradient():
+    layer = nn.Linear(3, 2, rng=0)
+    layer.forward(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="Linear"):
+        layer.backward_weights(np.ones((4, 3), np.float32))

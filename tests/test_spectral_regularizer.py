@@ -234,3 +234,95 @@ def test_constructor_rejects_bad_arguments():
         SpectralNormRegularizer(power_iterations=0)
     with pytest.raises(ValueError, match="mode must be 'matrix' or 'operator'"):
         SpectralNormRegularizer(mode="conv")
+
+
+# ---- the fast path: stage() before backward, the Linear layers fold λσuvᵀ into dW --------------
+def _mlp_cnn(dtype=np.float64) -> nn.Sequential:
+    """Convolutions (not folded) and two Linear layers (folded), with biases."""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=dtype), nn.ReLU(), nn.Flatten(),
+        nn.Linear(3 * 5 * 4, 7, rng=1, dtype=dtype), nn.ReLU(),
+        nn.Linear(7, 3, rng=2, dtype=dtype),
+    )
+
+
+@pytest.mark.parametrize("mode", ["matrix", "operator"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_staged_step_equals_add_grad_alone(backend, rng, mode, training, weights_only):
+    x = rng.standard_normal((3, 5, 4, 2))
+    dlogits = rng.standard_normal((3, 3))
+    results = []
+    for staged in (False, True):
+        model = backend.to(_mlp_cnn())
+        regularizer = SpectralNormRegularizer(lam=LAM, seed=4, mode=mode).train(training)
+        for _ in range(3):  # several steps: the stored vectors advance identically
+            model.forward(backend.asarray(x))
+            if staged:
+                regularizer.stage(model)
+            if staged and weights_only:
+                model.backward_weights(backend.asarray(dlogits))  # folds too
+            else:
+                model.backward(backend.asarray(dlogits))
+            regularizer.add_grad(model)
+        results.append(({n: backend.host(p.grad) for n, p in model.named_parameters()},
+                        regularizer.state_dict()))
+    (grads, states), (staged_grads, staged_states) = results
+    assert grads.keys() == staged_grads.keys()
+    for name in grads:
+        np.testing.assert_allclose(staged_grads[name], grads[name], rtol=1e-12, atol=1e-13,
+                                   err_msg=name)
+    assert states.keys() == staged_states.keys()
+    for key in states:
+        np.testing.assert_allclose(staged_states[key], states[key], rtol=1e-12, atol=1e-14,
+                                   err_msg=key)
+
+
+def test_linear_backward_folds_a_requested_rank_one_term(backend, rng):
+    layer = backend.to(nn.Linear(6, 4, rng=0, dtype=np.float64))
+    x, dy = rng.standard_normal((1, 6)), rng.standard_normal((1, 4))  # batch 1: an edge shape
+    a, b = rng.standard_normal(4), rng.standard_normal(6)
+    layer.forward(backend.asarray(x))
+    layer.weight.request_rank_one(backend.asarray(a), backend.asarray(b))
+    dx = layer.backward(backend.asarray(dy))
+    assert layer.weight.pending_rank_one is None and layer.weight.rank_one_in_grad()
+    np.testing.assert_allclose(backend.host(layer.weight.grad), dy.T @ x + np.outer(a, b),
+                               rtol=1e-13)
+    np.testing.assert_allclose(backend.host(dx), dy @ backend.host(layer.weight.data),
+                               rtol=1e-13)
+    np.testing.assert_allclose(backend.host(layer.bias.grad), dy.sum(0), rtol=1e-13)
+    # the term is used once: the next backward computes the plain gradient
+    layer.backward(backend.asarray(dy))
+    assert not layer.weight.rank_one_in_grad()
+    np.testing.assert_allclose(backend.host(layer.weight.grad), dy.T @ x, rtol=1e-13)
+
+
+def test_a_second_backward_after_the_fold_still_gets_the_term(rng):
+    """stage(), then two backward passes (as in adversarial training): the term is added once,
+    to the gradient that the optimizer will see."""
+    x, dlogits = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 3))
+    reference, model = _mlp_cnn(), _mlp_cnn()
+    plain = SpectralNormRegularizer(lam=LAM, seed=2)
+    reference.forward(x)
+    reference.backward(dlogits)
+    plain.add_grad(reference)
+    regularizer = SpectralNormRegularizer(lam=LAM, seed=2)
+    model.forward(x)
+    regularizer.stage(model)
+    model.backward(dlogits)  # folds
+    model.backward(dlogits)  # replaces every .grad without the term
+    regularizer.add_grad(model)
+    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-13, err_msg=name)
+        assert p.pending_rank_one is None
+
+
+def test_staged_step_keeps_float32(rng):
+    model = _mlp_cnn(np.float32)
+    regularizer = SpectralNormRegularizer(lam=0.01)
+    model.forward(rng.standard_normal((2, 5, 4, 2)).astype(np.float32))
+    regularizer.stage(model)
+    model.backward(rng.standard_normal((2, 3)).astype(np.float32))
+    regularizer.add_grad(model)
+    assert all(p.grad.dtype == np.float32 for p in model.parameters())
+    assert model[3].weight.grad is not None and not model[3].weight.rank_one_in_grad()

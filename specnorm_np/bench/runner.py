@@ -203,6 +203,16 @@ def _time_network(
         train_steps["torch"] = lambda: theirs.train_step(tx, ty)
         infer_steps["torch"] = _timed(lambda: theirs.infer(tx))
         result["parameters"]["torch"] = count_parameters(theirs.model)
+    if regularize:
+        # The regularizer's share is measured by ablation: the same network trained without it,
+        # interleaved with the others. (Timing its own calls would miss the rank-one rows that
+        # the Linear layers fold into their backward products, and cache effects on the rest.)
+        ours_plain = NumpyTrainer(name, seed=seed, regularize=False)
+        train_steps["numpy_plain"] = lambda: ours_plain.train_step(x, y)
+        if compare:
+            theirs_plain = TorchTrainer(name, seed=seed, regularize=False)
+            copy_weights_to_torch(name, ours_plain.model, theirs_plain.model)
+            train_steps["torch_plain"] = lambda: theirs_plain.train_step(tx, ty)
     # One untimed call of everything first: libraries loaded lazily (SciPy's BLAS, used by the
     # regularizer, is a second OpenBLAS with its own thread pool) exist only after it, and
     # threadpool_limits caps only the libraries already loaded when it is entered.
@@ -212,9 +222,18 @@ def _time_network(
     with threadpool_limits(limits=threads):
         train_medians = _interleaved(train_steps, warmup, steps)
         infer_medians = _interleaved(infer_steps, warmup, steps)
+    plain = {side: train_medians.pop(side + "_plain")["total"]
+             for side in ("numpy", "torch") if side + "_plain" in train_medians}
     train = _summary(train_medians, batch, train_target)
-    numpy_phases = train["numpy"]["phases_seconds"]
-    train["regularizer_share"] = numpy_phases["regularizer"] / numpy_phases["total"]
+    if regularize:
+        numpy_phases = train["numpy"]["phases_seconds"]
+        # share = (step with regularizer − step without) / step with; noisy at the 0.1% level
+        train["regularizer_share"] = 1.0 - plain["numpy"] / train["numpy"]["median_seconds"]
+        train["regularizer_share_phase"] = numpy_phases["regularizer"] / numpy_phases["total"]
+        train["plain_median_seconds"] = dict(plain)
+        if "torch" in plain:
+            train["torch_regularizer_share"] = 1.0 - plain["torch"] / train["torch"][
+                "median_seconds"]
     train["regularizer_target"] = REGULARIZER_SHARE_TARGET
     train["final_loss"] = {"numpy": ours.last_loss}
     if compare:

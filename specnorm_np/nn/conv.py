@@ -378,6 +378,13 @@ class Conv2d(Module):
         ``db = 1ᵀ dy_mat`` (column sums as one matrix-vector product) and dx = the adjoint
         convolution applied to dy (:func:`conv2d_input_grad`, ``method=input_grad_method``).
         """
+        self.backward_weights(dy)
+        x, _ = self._require_cache()
+        return conv2d_input_grad(dy, self.weight.data, x.shape[1:3], self.stride, self.padding,
+                                 method=self.input_grad_method, workspace=self._workspace)
+
+    def backward_weights(self, dy: Any) -> None:
+        """Set dL/dW and dL/db (see :meth:`backward`) without computing dL/dx."""
         x, out_shape = self._require_cache()
         check_grad(self, dy, out_shape)
         xp = get_array_module(dy)
@@ -386,8 +393,6 @@ class Conv2d(Module):
         if self.bias is not None:
             dy_mat = dy.reshape(-1, self.out_channels)
             self.bias.grad = xp.ones(dy_mat.shape[0], dtype=dy.dtype) @ dy_mat
-        return conv2d_input_grad(dy, self.weight.data, x.shape[1:3], self.stride, self.padding,
-                                 method=self.input_grad_method, workspace=self._workspace)
 
     def _reset_workspace(self) -> None:
         self._workspace = {}

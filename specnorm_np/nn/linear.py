@@ -74,14 +74,30 @@ class Linear(Module):
         With y_nj = Σ_i x_ni W_ji + b_j:
         dL/dW = dyᵀ x (out, in),  dL/db = Σ_n dy_n (out,),  dL/dx = dy W (N, in).
         """
+        self.backward_weights(dy)
+        return dy @ self.weight.data
+
+    def backward_weights(self, dy: Any) -> None:
+        """Set dL/dW and dL/db (see :meth:`backward`) without computing dL/dx."""
         x = self._require_cache()
         check_grad(self, dy, (x.shape[0], self.out_features))
-        self.weight.grad = dy.T @ x
+        extra = self.weight.take_rank_one()
+        if extra is None:
+            self.weight.grad = dy.T @ x
+        else:
+            # A rank-one term a·bᵀ was requested (the spectral regularizer's λσ·u·vᵀ, see
+            # SpectralNormRegularizer.stage). dyᵀx = Σ_n dy_n x_nᵀ is already a sum of N rank-one
+            # matrices, so a·bᵀ is one more "example": append a to dy and b to x, and the same
+            # matrix product adds it, with no separate pass over the (out, in) gradient.
+            a, b = extra
+            xp = get_array_module(dy)
+            self.weight.grad = (xp.concatenate([dy, a[None, :]]).T
+                                @ xp.concatenate([x, b[None, :]]))
+            self.weight.mark_rank_one_folded()
         if self.bias is not None:
             xp = get_array_module(dy)
             # column sums as a matrix-vector product: one BLAS call instead of a slow reduction
             self.bias.grad = xp.ones(dy.shape[0], dtype=dy.dtype) @ dy
-        return dy @ self.weight.data
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

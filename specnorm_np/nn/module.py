@@ -44,6 +44,11 @@ class Parameter:
     state : dict
         Per-parameter state of optimizers and regularizers (e.g. a momentum buffer). It moves
         with the parameter in :meth:`Module.to`.
+    pending_rank_one : tuple (a, b) or None
+        A rank-one term a·bᵀ (in the weight's matrix view, a: (out,), b: (rest,)) that the owning
+        layer's next ``backward`` may fold into the gradient it computes; see
+        :meth:`request_rank_one`. Set by :meth:`SpectralNormRegularizer.stage
+        <specnorm_np.spectral.regularizer.SpectralNormRegularizer.stage>`.
     """
 
     def __init__(self, data: Any, name: str = "", regularize: bool = False) -> None:
@@ -52,6 +57,42 @@ class Parameter:
         self.name = name
         self.regularize = regularize
         self.state: dict[str, Any] = {}
+        self.pending_rank_one: tuple[Any, Any] | None = None
+        self._rank_one_grad: Any = None  # the .grad array a layer folded the term into
+
+    # ---- an optional rank-one term for the next backward (the regularizer's fast path) ----------
+    def request_rank_one(self, a: Any, b: Any) -> None:
+        """Ask the next ``backward`` of the owning layer to add ``a·bᵀ`` to this gradient.
+
+        Only layers whose weight gradient is a matrix product can do this for free (Linear:
+        dW = dyᵀ·x gets one more row in each factor). Whether it happened is told by
+        :meth:`rank_one_in_grad`; a layer that does not fold leaves the request pending, and
+        the requester adds the term itself.
+        """
+        self.pending_rank_one = (a, b)
+        self._rank_one_grad = None
+
+    def take_rank_one(self) -> tuple[Any, Any] | None:
+        """The pending ``(a, b)`` (or None), cleared: called by a layer's ``backward``."""
+        pending, self.pending_rank_one = self.pending_rank_one, None
+        return pending
+
+    def mark_rank_one_folded(self) -> None:
+        """Called by a layer right after it set ``.grad`` with the taken term folded in."""
+        self._rank_one_grad = self.grad
+
+    def rank_one_in_grad(self) -> bool:
+        """True when the current ``.grad`` is the array the requested term was folded into.
+
+        False when no layer folded it, and also when a later ``backward`` replaced ``.grad``
+        (e.g. a second backward pass in the same step): then the term is not in it.
+        """
+        return self._rank_one_grad is not None and self._rank_one_grad is self.grad
+
+    def clear_rank_one(self) -> None:
+        """Drop a pending request and the record of a fold."""
+        self.pending_rank_one = None
+        self._rank_one_grad = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -83,6 +124,18 @@ class Module:
 
     def backward(self, dy: Any) -> Any:
         raise NotImplementedError
+
+    def backward_weights(self, dy: Any) -> None:
+        """Set every parameter's ``.grad`` as :meth:`backward` does, but return nothing.
+
+        For a training step that does not need dL/dx (no adversarial example, no sensitivity
+        measurement), layers may then skip the work that only dL/dx needs: Linear and Conv2d
+        skip their input-gradient product, and :class:`Sequential` does not even run the
+        parameter-free layers in front of its first layer with parameters (PyTorch does the same
+        for an input that does not require a gradient). The parameter gradients are the same
+        as :meth:`backward`'s. This default simply calls :meth:`backward` and drops dL/dx.
+        """
+        self.backward(dy)
 
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
@@ -214,6 +267,7 @@ class Module:
         for p in self.parameters():
             p.data, p.grad = move(p.data), move(p.grad)
             p.state = {k: move(v) for k, v in p.state.items()}
+            p.clear_rank_one()  # a pending term is for the arrays it was made from
         for m in self.modules():
             for b in m._buffer_names:
                 setattr(m, b, move(getattr(m, b)))
@@ -235,6 +289,7 @@ class Module:
             p.data = p.data.astype(dtype)
             p.grad = None if p.grad is None else p.grad.astype(dtype)
             p.state = {k: cast(v) for k, v in p.state.items()}
+            p.clear_rank_one()
         for m in self.modules():
             for b in m._buffer_names:
                 setattr(m, b, cast(getattr(m, b)))
@@ -289,6 +344,20 @@ class Sequential(Module):
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
         return dy
+
+    def backward_weights(self, dy: Any) -> None:
+        """Parameter gradients only: the chain rule stops at the first layer with parameters.
+
+        Layers after it run their full ``backward`` (their dL/dx is the next layer's dL/dy);
+        that layer runs ``backward_weights``; layers in front of it (e.g. a leading Flatten)
+        are not run at all, since nothing they would compute is needed.
+        """
+        first = next((i for i, layer in enumerate(self.layers) if layer.parameters()), None)
+        if first is None:
+            return  # no parameters: nothing to compute
+        for layer in reversed(self.layers[first + 1:]):
+            dy = layer.backward(dy)
+        self.layers[first].backward_weights(dy)
 
     def __getitem__(self, index: int) -> Module:
         return self.layers[index]
