@@ -127,9 +127,10 @@ def test_run_one_tiny_step_and_report() -> None:
         assert train["numpy"]["images_per_second"] == pytest.approx(
             2 / train["numpy"]["median_seconds"])
         # the share is by ablation (can be slightly negative from noise), the phase share not
-        plain = train["plain_median_seconds"]["numpy"]
+        ablation = train["regularizer_ablation"]["numpy"]
+        assert ablation["pairs"] == bench.runner.MIN_SHARE_PAIRS
         assert train["regularizer_share"] == pytest.approx(
-            1 - plain / train["numpy"]["median_seconds"])
+            ablation["median_difference_seconds"] / ablation["median_seconds_with"])
         assert 0 <= train["regularizer_share_phase"] < 1
         assert np.isfinite(train["final_loss"]["numpy"])
         assert set(train["numpy"]["phases_seconds"]) >= {"forward", "backward", "total"}
@@ -186,3 +187,27 @@ def test_torch_regularizer_does_the_libraries_power_step() -> None:
     np.testing.assert_allclose(weight.grad.numpy() - before,
                                0.3 * float(sigma) * np.outer(u, v).reshape(4, 3, 2, 2),
                                rtol=1e-10, atol=1e-13)
+
+
+def test_paired_share_arithmetic_with_a_fake_clock(monkeypatch) -> None:
+    """Median paired difference over median step, with each pair's order alternating."""
+    from specnorm_np.bench import runner
+
+    clock = [0.0]
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def with_it():
+        calls.append("with")
+        clock[0] += 1.1
+
+    def without_it():
+        calls.append("without")
+        clock[0] += 1.0
+
+    result = runner._paired_share(with_it, without_it, warmup=1, pairs=4)
+    assert calls[:4] == ["with", "without", "without", "with"]
+    assert len(calls) == 10
+    assert result["share"] == pytest.approx(0.1 / 1.1)
+    assert result["median_seconds_with"] == pytest.approx(1.1)
+    assert result["pairs"] == 4

@@ -76,7 +76,8 @@ def format_table(results: dict[str, Any]) -> str:
     out.append(_render(header, rows))
     out.append("")
     header = ["network", "fwd ms", "loss ms", "bwd ms", "spectral ms", "optim ms",
-              "no-spectral ms", "spectral share", "target", "", "torch share"]
+              "paired step ms", "spectral Δ ms", "spectral share", "target", "",
+              "torch share"]
     rows = []
     for name, entry in results["networks"].items():
         train = entry["train"]
@@ -86,15 +87,19 @@ def format_table(results: dict[str, Any]) -> str:
         if "regularizer_share" in train:
             share, target = train["regularizer_share"], train["regularizer_target"]
             torch_share = train.get("torch_regularizer_share")
-            row += [f"{train['plain_median_seconds']['numpy'] * 1e3:.2f}", f"{share:.2%}",
+            ablation = train["regularizer_ablation"]["numpy"]
+            row += [f"{ablation['median_seconds_with'] * 1e3:.2f}",
+                    f"{ablation['median_difference_seconds'] * 1e3:.3f}", f"{share:.2%}",
                     f"<= {target:.0%}", _verdict(share <= target),
                     "-" if torch_share is None else f"{torch_share:.2%}"]
         else:
-            row += ["-", "-", "-", "", "-"]
+            row += ["-", "-", "-", "-", "", "-"]
         rows.append(row)
     out.append("NumPy training step by phase (medians; 'spectral ms' is the time inside the "
-               "regularizer's calls, the share is by ablation: 1 - step without it / step "
-               "with it, for NumPy and for PyTorch):")
+               "regularizer's calls). The spectral share is measured by ablation, from "
+               "back-to-back pairs of steps with and without the regularizer (no PyTorch step "
+               "in between): 'spectral Δ ms' (median difference) / 'paired step ms' (median "
+               "step with it); 'torch share' is the same for PyTorch:")
     out.append(_render(header, rows))
     memory_rows = _memory_rows(results)
     if memory_rows:

@@ -43,6 +43,8 @@ __all__ = ["run", "TARGETS", "REGULARIZER_SHARE_TARGET", "MEMORY_TARGET_BYTES", 
 TARGETS = {"mlp": (1.25, 1.0), "cnn": (1.5, 1.6), "cnn_bn": (1.9, 1.9)}
 #: the spectral regularizer's largest acceptable share of a training step
 REGULARIZER_SHARE_TARGET = 0.01
+#: at least this many with/without pairs measure the regularizer's share (it is ~1% of a step)
+MIN_SHARE_PAIRS = 30
 #: peak resident memory allowed for the CNN (b) at batch 128
 MEMORY_TARGET_BYTES = {"cnn": int(0.75 * 1024**3)}
 
@@ -155,6 +157,40 @@ def _interleaved(
     }
 
 
+def _paired_share(
+    with_it: Callable[[], Any], without_it: Callable[[], Any], warmup: int, pairs: int
+) -> dict[str, float]:
+    """The regularizer's share of a step by ablation, from back-to-back pairs of steps.
+
+    Each pair runs the step with the regularizer and the same network's step without it
+    (alternating which goes first), so a slow patch of the machine hits both halves of a pair.
+    share = median over pairs of (t_with − t_without), divided by the median t_with.
+    """
+    differences, totals = [], []
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for index in range(warmup + pairs):
+            order = (with_it, without_it) if index % 2 == 0 else (without_it, with_it)
+            seconds = {}
+            for function in order:
+                start = time.perf_counter()
+                function()
+                seconds[function] = time.perf_counter() - start
+            if index >= warmup:
+                differences.append(seconds[with_it] - seconds[without_it])
+                totals.append(seconds[with_it])
+    finally:
+        if was_enabled:
+            gc.enable()
+    median_with = statistics.median(totals)
+    median_difference = statistics.median(differences)
+    return {"share": median_difference / median_with, "pairs": pairs,
+            "median_seconds_with": median_with,
+            "median_difference_seconds": median_difference}
+
+
 def _timed(function: Callable[[], Any]) -> Callable[[], dict[str, float]]:
     def wrapper() -> dict[str, float]:
         start = time.perf_counter()
@@ -203,37 +239,39 @@ def _time_network(
         train_steps["torch"] = lambda: theirs.train_step(tx, ty)
         infer_steps["torch"] = _timed(lambda: theirs.infer(tx))
         result["parameters"]["torch"] = count_parameters(theirs.model)
+    share_pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
     if regularize:
-        # The regularizer's share is measured by ablation: the same network trained without it,
-        # interleaved with the others. (Timing its own calls would miss the rank-one rows that
-        # the Linear layers fold into their backward products, and cache effects on the rest.)
+        # The regularizer's share is measured by ablation: the same network trained without it.
+        # (Timing its own calls would miss the rank-one rows that the Linear layers fold into
+        # their backward products, and its cache effects on the rest of the step.)
         ours_plain = NumpyTrainer(name, seed=seed, regularize=False)
-        train_steps["numpy_plain"] = lambda: ours_plain.train_step(x, y)
+        share_pairs["numpy"] = (lambda: ours.train_step(x, y),
+                                lambda: ours_plain.train_step(x, y))
         if compare:
             theirs_plain = TorchTrainer(name, seed=seed, regularize=False)
             copy_weights_to_torch(name, ours_plain.model, theirs_plain.model)
-            train_steps["torch_plain"] = lambda: theirs_plain.train_step(tx, ty)
+            share_pairs["torch"] = (lambda: theirs.train_step(tx, ty),
+                                    lambda: theirs_plain.train_step(tx, ty))
     # One untimed call of everything first: libraries loaded lazily (SciPy's BLAS, used by the
     # regularizer, is a second OpenBLAS with its own thread pool) exist only after it, and
     # threadpool_limits caps only the libraries already loaded when it is entered.
-    for step in (*train_steps.values(), *infer_steps.values()):
+    for step in (*train_steps.values(), *infer_steps.values(),
+                 *(f for pair in share_pairs.values() for f in pair)):
         step()
     train_target, infer_target = TARGETS[name]
     with threadpool_limits(limits=threads):
         train_medians = _interleaved(train_steps, warmup, steps)
         infer_medians = _interleaved(infer_steps, warmup, steps)
-    plain = {side: train_medians.pop(side + "_plain")["total"]
-             for side in ("numpy", "torch") if side + "_plain" in train_medians}
+        shares = {side: _paired_share(*pair, warmup, max(steps, MIN_SHARE_PAIRS))
+                  for side, pair in share_pairs.items()}
     train = _summary(train_medians, batch, train_target)
     if regularize:
         numpy_phases = train["numpy"]["phases_seconds"]
-        # share = (step with regularizer − step without) / step with; noisy at the 0.1% level
-        train["regularizer_share"] = 1.0 - plain["numpy"] / train["numpy"]["median_seconds"]
+        train["regularizer_share"] = shares["numpy"]["share"]
         train["regularizer_share_phase"] = numpy_phases["regularizer"] / numpy_phases["total"]
-        train["plain_median_seconds"] = dict(plain)
-        if "torch" in plain:
-            train["torch_regularizer_share"] = 1.0 - plain["torch"] / train["torch"][
-                "median_seconds"]
+        train["regularizer_ablation"] = shares
+        if "torch" in shares:
+            train["torch_regularizer_share"] = shares["torch"]["share"]
     train["regularizer_target"] = REGULARIZER_SHARE_TARGET
     train["final_loss"] = {"numpy": ours.last_loss}
     if compare:
