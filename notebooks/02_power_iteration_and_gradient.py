@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -24,7 +26,9 @@
 # 4. runs the paper's Algorithm 1 **as printed** (without normalization) and shows it
 #    estimating $1/\sigma$, with vectors that overflow or vanish;
 # 5. verifies the library's `SpectralNormRegularizer` gradient with `gradcheck`, for a
-#    Linear weight and a convolution kernel.
+#    Linear weight and a convolution kernel;
+# 6. shows where the term λσuvᵀ can be added for free: inside the Linear layer's own
+#    weight-gradient product (the library's fast path, `SpectralNormRegularizer.stage`).
 #
 # **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
 # it): about 40 s (38 s measured). Set `SPECNORM_NB_QUICK=1` for the quick setting the test suite
@@ -330,3 +334,51 @@ for options in ({"exact": True}, {"power_iterations": 300}):
                                          tensor=name, tol=1e-6)
         print(f"{str(options):>25} {name:>9} {str(p.shape):>14}: max relative error "
               f"{check.max_error:.1e}")
+
+# %% [markdown]
+# ## 6. A cheaper place for λσuvᵀ: inside the layer's own weight-gradient product
+#
+# Adding $\lambda\sigma uv^T$ to `W.grad` after the backward pass reads and writes the whole
+# gradient once more. For a big Linear weight that pass costs more than the power iteration
+# itself. But a Linear layer's weight gradient is already a sum of rank-one matrices, one per
+# example:
+#
+# $$\frac{\partial L}{\partial W} = dy^T x = \sum_{n=1}^{N} dy_n\, x_n^T,$$
+#
+# so $\lambda\sigma uv^T$ is just one more "example", with $dy_{N+1} = \lambda\sigma u$ and
+# $x_{N+1} = v$. Append one row to each factor, and the matrix product that computes the
+# gradient anyway adds the regularizer's term for free.
+#
+# The weights do not change between the forward pass and the optimizer step, so the power
+# iteration may run *before* the backward pass: `SpectralNormRegularizer.stage(model)` does
+# that and hands each Linear layer its term; `add_grad` afterwards adds the terms no layer
+# folded (conv kernels here). The gradients are the same as with `add_grad` alone.
+
+# %%
+dy_rows, x_rows = rng.standard_normal((5, 6)), rng.standard_normal((5, 7))
+a, b = rng.standard_normal(6), rng.standard_normal(7)
+folded = np.vstack([dy_rows, a]).T @ np.vstack([x_rows, b])  # one product, N + 1 "examples"
+assert np.allclose(folded, dy_rows.T @ x_rows + np.outer(a, b))
+
+x_batch = rng.standard_normal((4, 5, 5, 3))
+grads = {}
+for how in ("add_grad after backward", "stage before backward"):
+    model_copy = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, rng=SEED, dtype=np.float64), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 6, rng=SEED + 1, dtype=np.float64),
+    )
+    reg = SpectralNormRegularizer(lam=0.01, seed=SEED)
+    dlogits = np.ones((4, 6)) / 24
+    model_copy.forward(x_batch)
+    if how.startswith("stage"):
+        reg.stage(model_copy)
+    model_copy.backward(dlogits)
+    folded = model_copy[3].weight.rank_one_in_grad()  # did Linear.backward add the term?
+    reg.add_grad(model_copy)
+    grads[how] = {name: p.grad for name, p in model_copy.named_parameters()}
+    print(f"{how:>24}: the Linear weight's term was folded into its dW product: {folded}")
+    assert folded == how.startswith("stage")
+for name in grads["stage before backward"]:
+    assert np.allclose(grads["stage before backward"][name], grads["add_grad after backward"][name],
+                       rtol=1e-12, atol=1e-15), name
+print("same gradients for every parameter")
