@@ -267,25 +267,32 @@ class Trainer:
     def train_step(self, xb: Any, yb: Any) -> tuple[float, float, float]:
         """One SGD step on a batch; returns (data loss, objective incl. penalty, accuracy)."""
         self.model.train()
+        regularizer = self.regularizer
         if self.config.method == "adversarial":
             loss, logits = adversarial_step(self.model, self.criterion, xb, yb,
                                             epsilon=self.config.adversarial_epsilon,
                                             alpha=self.config.adversarial_alpha)
+            check_finite(loss)
+            penalty = 0.0 if regularizer is None else float(regularizer.penalty(self.model))
         else:
             logits = self.model.forward(xb)
             loss, dlogits = self.criterion(logits, yb)
             check_finite(loss)
-            if isinstance(self.regularizer, SpectralNormRegularizer):
+            # the penalty with the current vectors, before this step's power iteration
+            penalty = 0.0 if regularizer is None else float(regularizer.penalty(self.model))
+            if isinstance(regularizer, SpectralNormRegularizer):
                 # fast path: the power iteration now, so that Linear layers fold λσuvᵀ into
                 # their weight-gradient product during the backward pass (add_grad adds the rest)
-                self.regularizer.stage(self.model)
-            self.model.backward_weights(dlogits)  # dL/dx of the images is not needed here
-        check_finite(loss)
-        objective = loss
-        if self.regularizer is not None:
-            # the penalty with the current vectors, then one power-iteration step and λσuvᵀ
-            objective += float(self.regularizer.penalty(self.model))
-            self.regularizer.add_grad(self.model)
+                regularizer.stage(self.model)
+            try:
+                self.model.backward_weights(dlogits)  # dL/dx of the images is not needed here
+            except BaseException:
+                if isinstance(regularizer, SpectralNormRegularizer):
+                    regularizer.discard_stage()
+                raise
+        objective = loss + penalty
+        if regularizer is not None:
+            regularizer.add_grad(self.model)  # (one power-iteration step, unless staged) + λσuvᵀ
         self.optimizer.step()
         self.schedule.step()
         return loss, objective, metrics.accuracy(logits, yb)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from specnorm_np import nn
+from specnorm_np.backend import to_numpy
 from specnorm_np.gradcheck import check_function
 from specnorm_np.nn.module import Parameter
 from specnorm_np.spectral import SpectralNormRegularizer, conv_as_dense_matrix
@@ -264,6 +265,8 @@ def test_staged_step_equals_add_grad_alone(backend, rng, mode, training, weights
                 model.backward_weights(backend.asarray(dlogits))  # folds too
             else:
                 model.backward(backend.asarray(dlogits))
+            # the fast path really was taken: the first Linear folded its term
+            assert model[3].weight.rank_one_in_grad() == staged
             regularizer.add_grad(model)
         results.append(({n: backend.host(p.grad) for n, p in model.named_parameters()},
                         regularizer.state_dict()))
@@ -323,6 +326,131 @@ def test_staged_step_keeps_float32(rng):
     model.forward(rng.standard_normal((2, 5, 4, 2)).astype(np.float32))
     regularizer.stage(model)
     model.backward(rng.standard_normal((2, 3)).astype(np.float32))
+    assert model[3].weight.rank_one_in_grad()
     regularizer.add_grad(model)
     assert all(p.grad.dtype == np.float32 for p in model.parameters())
-    assert model[3].weight.grad is not None and not model[3].weight.rank_one_in_grad()
+    assert all(p.data.dtype == np.float32 for p in model.parameters())
+
+
+def _plain_reference(model_factory, x, dlogits, seed=2):
+    model = model_factory()
+    regularizer = SpectralNormRegularizer(lam=LAM, seed=seed)
+    model.forward(x)
+    model.backward(dlogits)
+    regularizer.add_grad(model)
+    return {name: p.grad.copy() for name, p in model.named_parameters()}
+
+
+def _assert_same_grads(model, reference, rtol=1e-12, atol=1e-13):
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(np.asarray(p.grad), reference[name], rtol=rtol, atol=atol,
+                                   err_msg=name)
+
+
+def test_spectral_norm_wrapper_is_not_folded_twice(rng):
+    """A SpectralNorm-wrapped Linear transforms its layer's gradient: the term must be added to
+    the final gradient only (found by review: it was folded and then added again)."""
+    from specnorm_np.spectral import SpectralNorm
+
+    def factory():
+        return nn.Sequential(nn.Flatten(), SpectralNorm(nn.Linear(12, 7, rng=0, dtype=np.float64)),
+                             nn.ReLU(), nn.Linear(7, 3, rng=1, dtype=np.float64))
+
+    x, dlogits = rng.standard_normal((2, 2, 3, 2)), rng.standard_normal((2, 3))
+    reference = _plain_reference(factory, x, dlogits)
+    model, regularizer = factory(), SpectralNormRegularizer(lam=LAM, seed=2)
+    model.forward(x)
+    regularizer.stage(model)
+    model.backward(dlogits)
+    regularizer.add_grad(model)
+    _assert_same_grads(model, reference)
+
+
+def test_add_grad_after_stage_needs_the_same_weights(rng):
+    x, dlogits = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 3))
+    reference = _plain_reference(_mlp_cnn, x, dlogits)
+    # the same weights as a list of Parameters (other names) are fine
+    model, regularizer = _mlp_cnn(), SpectralNormRegularizer(lam=LAM, seed=2)
+    model.forward(x)
+    regularizer.stage(model)
+    model.backward(dlogits)
+    regularizer.add_grad(model.parameters())
+    _assert_same_grads(model, reference)
+    assert sorted(regularizer.states) == ["0.weight", "3.weight", "5.weight"]
+    # another model's weights are refused, and the staged requests are cancelled
+    other = _mlp_cnn()
+    model.forward(x)
+    regularizer.stage(model)
+    with pytest.raises(ValueError, match="other weights than the preceding stage"):
+        regularizer.add_grad(other)
+    assert all(p.pending_rank_one is None for p in model.parameters())
+    regularizer.stage(model)  # the failed step was discarded: a new one may start
+    regularizer.discard_stage()
+
+
+def test_stage_twice_raises_and_discard_stage_recovers(rng):
+    model, regularizer = _mlp_cnn(), SpectralNormRegularizer(lam=LAM)
+    model.forward(rng.standard_normal((2, 5, 4, 2)))
+    regularizer.stage(model)
+    with pytest.raises(RuntimeError, match="discard_stage"):
+        regularizer.stage(model)
+    regularizer.discard_stage()
+    assert all(p.pending_rank_one is None for p in model.parameters())
+    regularizer.stage(model)
+    regularizer.discard_stage()
+
+
+def test_a_new_forward_cancels_an_unused_request(rng):
+    """stage() without add_grad must not leak into a later, unrelated backward pass."""
+    model, regularizer = _mlp_cnn(), SpectralNormRegularizer(lam=LAM)
+    x, dlogits = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 3))
+    model.forward(x)
+    regularizer.stage(model)
+    model.forward(x)  # e.g. a sensitivity measurement
+    model.backward(dlogits)
+    plain = _mlp_cnn()
+    plain.forward(x)
+    plain.backward(dlogits)
+    _assert_same_grads(model, {n: p.grad for n, p in plain.named_parameters()}, rtol=0, atol=0)
+    # add_grad then adds every term itself, the same as the plain path
+    regularizer.add_grad(model)
+    _assert_same_grads(model, _plain_reference(_mlp_cnn, x, dlogits, seed=0))
+
+
+@pytest.mark.parametrize("move", ["astype", "to_strict"])
+def test_moving_the_model_between_stage_and_add_grad(rng, move):
+    from specnorm_np.testing import strict
+
+    x, dlogits = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 3))
+    reference = _plain_reference(_mlp_cnn, x, dlogits)
+    model, regularizer = _mlp_cnn(), SpectralNormRegularizer(lam=LAM, seed=2)
+    model.forward(x)
+    regularizer.stage(model)
+    model.backward(dlogits)  # folds into the float64 NumPy gradient
+    if move == "astype":
+        model.astype(np.float32)
+    else:
+        model.to("gpu", module=strict.xp)
+    regularizer.add_grad(model)  # adds the unfolded terms on the new device / dtype, only once
+    grads = {name: to_numpy(p.grad)
+             for name, p in model.named_parameters()}
+    for name, grad in grads.items():
+        np.testing.assert_allclose(grad, reference[name], rtol=1e-5 if move == "astype" else 1e-12,
+                                   atol=1e-6 if move == "astype" else 1e-13, err_msg=name)
+
+
+def test_large_batches_are_not_folded_but_get_the_same_gradient(rng):
+    """Folding copies dy and x; beyond N·(in+out) > in·out the separate add is cheaper."""
+    def factory():
+        return nn.Sequential(nn.Linear(6, 5, rng=0, dtype=np.float64))
+
+    small, large = rng.standard_normal((2, 6)), rng.standard_normal((4, 6))  # 2·11 <= 30 < 4·11
+    for x, folds in ((small, True), (large, False)):
+        dlogits = rng.standard_normal((x.shape[0], 5))
+        model, regularizer = factory(), SpectralNormRegularizer(lam=LAM, seed=2)
+        model.forward(x)
+        regularizer.stage(model)
+        model.backward(dlogits)
+        assert model[0].weight.rank_one_in_grad() == folds
+        regularizer.add_grad(model)
+        _assert_same_grads(model, _plain_reference(factory, x, dlogits))

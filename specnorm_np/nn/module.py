@@ -94,6 +94,13 @@ class Parameter:
         self.pending_rank_one = None
         self._rank_one_grad = None
 
+    def keep_rank_one_record(self, folded: bool) -> None:
+        """After ``.grad`` was moved or cast to a new array (``Module.to`` / ``astype``): drop a
+        pending request (it holds arrays of the old kind) and, if the old gradient held a folded
+        term, record that the new one (the same numbers) holds it too."""
+        self.pending_rank_one = None
+        self._rank_one_grad = self.grad if folded and self.grad is not None else None
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
@@ -265,9 +272,10 @@ class Module:
             return to_device(a, device, module=module)
 
         for p in self.parameters():
+            folded = p.rank_one_in_grad()
             p.data, p.grad = move(p.data), move(p.grad)
             p.state = {k: move(v) for k, v in p.state.items()}
-            p.clear_rank_one()  # a pending term is for the arrays it was made from
+            p.keep_rank_one_record(folded)
         for m in self.modules():
             for b in m._buffer_names:
                 setattr(m, b, move(getattr(m, b)))
@@ -286,10 +294,11 @@ class Module:
             return a
 
         for p in self.parameters():
+            folded = p.rank_one_in_grad()
             p.data = p.data.astype(dtype)
             p.grad = None if p.grad is None else p.grad.astype(dtype)
             p.state = {k: cast(v) for k, v in p.state.items()}
-            p.clear_rank_one()
+            p.keep_rank_one_record(folded)
         for m in self.modules():
             for b in m._buffer_names:
                 setattr(m, b, cast(getattr(m, b)))

@@ -37,8 +37,9 @@ needs the model (a Module) as ``params``, and a forward pass before the first ca
 in operator mode, small inputs only) instead of the power iteration; for teaching and tests.
 
 Modes of the regularizer itself: :meth:`train` (default) advances the vectors in
-:meth:`add_grad`; after :meth:`eval` nothing in :attr:`states` changes, and the gradient is that
-of (λ/2)·‖W v‖² with the stored v held fixed (u = Wv/‖Wv‖, σ = ‖Wv‖).
+:meth:`add_grad` (or in :meth:`stage`, on the fast path); after :meth:`eval` nothing in
+:attr:`states` changes, and the gradient is that of (λ/2)·‖W v‖² with the stored v held fixed
+(u = Wv/‖Wv‖, σ = ‖Wv‖).
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class SpectralState:
     v : ndarray, (n,) in matrix mode or (1, H, W, in) in operator mode
         The persistent input-side unit vector.
     u : ndarray or None, (out,) or (1, H', W', out)
-        Output-side unit vector of the last :meth:`SpectralNormRegularizer.add_grad` in
-        training mode (None before it).
+        Output-side unit vector of the last training step (the last
+        :meth:`SpectralNormRegularizer.add_grad` or ``stage`` in training mode; None before).
     sigma : 0-d ndarray or None
         σ estimate of that step.
     """
@@ -102,9 +103,9 @@ class SpectralNormRegularizer:
     mode : {"matrix", "operator"}
         See the module docstring.
 
-    ``params`` (in :meth:`penalty`, :meth:`add_grad`) is a Module (recommended; required for
-    ``mode="operator"``), ``(name, Parameter)`` pairs or bare Parameters; the names, the keys
-    of :attr:`states` and of :meth:`state_dict`, follow
+    ``params`` (in :meth:`penalty`, :meth:`add_grad`, :meth:`stage`) is a Module (recommended;
+    required for ``mode="operator"``), ``(name, Parameter)`` pairs or bare Parameters; the
+    names, the keys of :attr:`states` and of :meth:`state_dict`, follow
     :func:`~specnorm_np.spectral.views.named_weights` (qualified names for a Module).
     """
 
@@ -135,12 +136,12 @@ class SpectralNormRegularizer:
         self.mode = mode
         self.training = True
         self.states: dict[str, SpectralState] = {}
-        self._staged: dict[str, tuple[Any, ...]] | None = None  # see stage()
+        self._staged: dict[int, tuple[Any, ...]] | None = None  # see stage()
         self._staged_for: Any = None
 
     # ---- modes ----------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> SpectralNormRegularizer:
-        """Training mode: :meth:`add_grad` advances the power iteration. Returns self."""
+        """Training mode: :meth:`add_grad` / :meth:`stage` advance the power iteration."""
         self.training = bool(mode)
         return self
 
@@ -173,25 +174,36 @@ class SpectralNormRegularizer:
 
         After :meth:`stage` (the fast path) the power iteration has already run: this call
         then only adds the terms that no layer folded into its backward pass, and ends the
-        staged step.
+        staged step. ``params`` must then hold the same weights as in :meth:`stage`.
         """
         staged, self._staged = self._staged, None
         staged_for, self._staged_for = self._staged_for, None
-        if staged is not None and params is staged_for:
-            # the same model as in stage(): reuse its list of weights instead of walking the
+        if staged is None:
+            for name, param, layer in self._targets(params):
+                self._add_term(param, layer, *self._advance(name, param, layer))
+            return
+        if params is staged_for:
+            # the same object as in stage(): reuse its list of weights instead of walking the
             # module tree again (the walk costs ~20 µs per layer, which shows on small models)
-            targets = [(name, param, layer) for name, (param, layer, *_) in staged.items()]
+            targets = [(name, param, layer) for name, param, layer, *_ in staged.values()]
         else:
             targets = self._targets(params)
-        for name, param, layer in targets:
-            if staged is not None and name in staged:
-                sigma, u, v = staged[name][2:]
-                folded = param.rank_one_in_grad()
-                param.clear_rank_one()
-                if folded:
-                    continue  # the layer's backward already added λσuvᵀ
-            else:
-                sigma, u, v = self._advance(name, param, layer)
+            if {id(param) for _, param, _ in targets} != set(staged):
+                _clear_requests(staged)
+                raise ValueError(
+                    "SpectralNormRegularizer.add_grad: params holds other weights than the "
+                    "preceding stage(); pass the same model (the staged step is discarded)"
+                )
+        for _, param, layer in targets:
+            _, _, _, sigma, u, v = staged[id(param)]
+            folded = param.rank_one_in_grad()
+            param.clear_rank_one()
+            if folded:
+                continue  # the layer's backward already added λσuvᵀ
+            xp = get_array_module(param.data)
+            if get_array_module(u) is not xp or u.dtype != param.data.dtype:
+                # the model was moved (to) or cast (astype) between stage() and add_grad()
+                sigma, u, v = (_moved(a, param.data) for a in (sigma, u, v))
             self._add_term(param, layer, sigma, u, v)
 
     def stage(self, params: Any) -> None:
@@ -200,8 +212,8 @@ class SpectralNormRegularizer:
         The weights do not change between the forward pass and the optimizer step, so the
         power-iteration step can run before the backward pass as well as after it. Doing so
         lets each Linear layer fold λσ·u·vᵀ into the matrix product that computes its weight
-        gradient (dyᵀx gets one more row in each factor; see ``Linear.backward``) instead of
-        a separate read-modify-write pass over the (out, in) gradient. Use::
+        gradient (dyᵀx gets one more row in each factor; see ``Linear.backward_weights``)
+        instead of a separate read-modify-write pass over the (out, in) gradient. Use::
 
             logits = model.forward(x); loss, dlogits = criterion(logits, y)
             reg.stage(model)          # power iteration now; requests the terms from the layers
@@ -210,14 +222,33 @@ class SpectralNormRegularizer:
 
         The result equals :meth:`add_grad` alone up to float rounding (tested). Weights of
         other layers (convolutions) get their term from :meth:`add_grad` as usual, and so does
-        a weight whose ``.grad`` was replaced by another backward pass after the fold.
+        a weight whose ``.grad`` was replaced by another backward pass after the fold, or whose
+        layer ran a new forward pass (which cancels the request).
+
+        Every ``stage`` must be followed by ``add_grad`` before the next ``stage``; to abandon
+        a staged step (say, after an exception), call :meth:`discard_stage`.
         """
-        self._staged, self._staged_for = {}, params
+        if self._staged is not None:
+            raise RuntimeError(
+                "SpectralNormRegularizer.stage: the previous stage() has not been ended by "
+                "add_grad(); call add_grad(model), or discard_stage() to abandon that step"
+            )
+        staged: dict[int, tuple[Any, ...]] = {}
         for name, param, layer in self._targets(params):
             sigma, u, v = self._advance(name, param, layer)
-            self._staged[name] = (param, layer, sigma, u, v)
+            staged[id(param)] = (name, param, layer, sigma, u, v)
             if layer is None:  # matrix view: the term is the rank-one matrix (λσ·u)·vᵀ
                 param.request_rank_one((self.lam * sigma) * u, v)
+        self._staged, self._staged_for = staged, params
+
+    def discard_stage(self) -> None:
+        """Abandon a staged step: cancel the layers' pending requests; add_grad is not needed.
+
+        The power-iteration step that :meth:`stage` took is kept (as after any step).
+        """
+        if self._staged is not None:
+            _clear_requests(self._staged)
+        self._staged, self._staged_for = None, None
 
     def _advance(self, name: str, param: Any, layer: Any) -> tuple[Any, Any, Any]:
         """σ, u, v of this step (advancing and storing the vectors in training mode)."""
@@ -244,7 +275,7 @@ class SpectralNormRegularizer:
 
     # ---- logging --------------------------------------------------------------------------------
     def sigmas(self) -> dict[str, float]:
-        """σ of every weight at the last training-mode :meth:`add_grad`, by name."""
+        """σ of every weight at the last training step (add_grad or stage), by name."""
         return {name: float(s.sigma) for name, s in self.states.items() if s.sigma is not None}
 
     def vectors(self, name: str) -> tuple[Any, Any]:
@@ -357,6 +388,11 @@ class SpectralNormRegularizer:
             state.u = None if state.u is None else _moved(state.u, weight)
             state.sigma = None if state.sigma is None else _moved(state.sigma, weight)
         return state.v
+
+
+def _clear_requests(staged: dict[int, tuple[Any, ...]]) -> None:
+    for _, param, *_ in staged.values():
+        param.clear_rank_one()
 
 
 def _moved(array: Any, like: Any) -> Any:
