@@ -341,6 +341,16 @@ def _plain_reference(model_factory, x, dlogits, seed=2):
     return {name: p.grad.copy() for name, p in model.named_parameters()}
 
 
+def _staged_step(model, x, dlogits, seed=2, params=None):
+    """forward, stage, backward, add_grad (on ``params``, default the model); the regularizer."""
+    regularizer = SpectralNormRegularizer(lam=LAM, seed=seed)
+    model.forward(x)
+    regularizer.stage(model)
+    model.backward(dlogits)
+    regularizer.add_grad(model if params is None else params)
+    return regularizer
+
+
 def _assert_same_grads(model, reference, rtol=1e-12, atol=1e-13):
     for name, p in model.named_parameters():
         np.testing.assert_allclose(np.asarray(p.grad), reference[name], rtol=rtol, atol=atol,
@@ -357,25 +367,17 @@ def test_spectral_norm_wrapper_is_not_folded_twice(rng):
                              nn.ReLU(), nn.Linear(7, 3, rng=1, dtype=np.float64))
 
     x, dlogits = rng.standard_normal((2, 2, 3, 2)), rng.standard_normal((2, 3))
-    reference = _plain_reference(factory, x, dlogits)
-    model, regularizer = factory(), SpectralNormRegularizer(lam=LAM, seed=2)
-    model.forward(x)
-    regularizer.stage(model)
-    model.backward(dlogits)
-    regularizer.add_grad(model)
-    _assert_same_grads(model, reference)
+    model = factory()
+    _staged_step(model, x, dlogits)
+    _assert_same_grads(model, _plain_reference(factory, x, dlogits))
 
 
 def test_add_grad_after_stage_needs_the_same_weights(rng):
     x, dlogits = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 3))
-    reference = _plain_reference(_mlp_cnn, x, dlogits)
     # the same weights as a list of Parameters (other names) are fine
-    model, regularizer = _mlp_cnn(), SpectralNormRegularizer(lam=LAM, seed=2)
-    model.forward(x)
-    regularizer.stage(model)
-    model.backward(dlogits)
-    regularizer.add_grad(model.parameters())
-    _assert_same_grads(model, reference)
+    model = _mlp_cnn()
+    regularizer = _staged_step(model, x, dlogits, params=model.parameters())
+    _assert_same_grads(model, _plain_reference(_mlp_cnn, x, dlogits))
     assert sorted(regularizer.states) == ["0.weight", "3.weight", "5.weight"]
     # another model's weights are refused, and the staged requests are cancelled
     other = _mlp_cnn()
