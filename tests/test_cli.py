@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -102,3 +105,58 @@ def test_demo_falls_back_to_digits_with_a_notice(tmp_path) -> None:
     lines = [line for line in done.stdout.splitlines() if line.startswith(("vanilla", "spectral"))]
     assert [line.split()[0] for line in lines[-2:]] == ["vanilla", "spectral"]
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
+
+
+def _children(pid: int) -> set[int]:
+    children: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                children.update(int(c) for c in handle.read().split())
+    except FileNotFoundError:
+        pass
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_compare_also_stops_its_workers(tmp_path) -> None:
+    """Killing `compare` (not Ctrl-C: SIGTERM, as `kill` or a job scheduler sends) must not leave
+    joblib's worker processes training on their own."""
+    args = compare_args(tmp_path / "grid")
+    args[args.index("--epochs") + 1] = "500"
+    args[args.index("--batch-sizes") + 1] = "32"
+    args += ["--methods", "vanilla", "--no-hessian", "--jobs", "2"]
+    process = subprocess.Popen([sys.executable, "-m", "specnorm_np", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            workers = _children(process.pid)
+            if len(workers) >= 2 and any((tmp_path / "grid" / "runs").glob("*")):
+                break
+            time.sleep(0.2)
+        assert process.poll() is None and len(workers) >= 2, "the workers did not start"
+        time.sleep(1.0)  # let them get into training
+        workers = _children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 130
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "worker processes outlived compare"
+    finally:  # leave nothing running, whatever happened
+        workers |= _children(process.pid)
+        if process.poll() is None:
+            process.kill()
+        for worker in workers:
+            if _alive(worker):
+                os.kill(worker, signal.SIGKILL)

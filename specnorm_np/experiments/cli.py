@@ -189,3 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during `compare` (see compare.run_grid)
+        if args.command == "compare":
+            print("interrupted: finished runs are kept; run the same command again to resume "
+                  "the others from their checkpoints", file=sys.stderr)
+        return 130

@@ -17,10 +17,13 @@ than single-threaded BLAS, so results are bit-identical whatever ``jobs`` is, fo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +192,34 @@ def run_grid(configs: Sequence[TrainConfig], spec: DataSpec, out: str | Path, *,
         if scheduler is None and client.cluster is not None and not quiet:
             print(f"dask dashboard: {client.dashboard_link}")
     else:
-        results = Parallel(n_jobs=jobs, backend="loky", verbose=0 if quiet else 10)(calls)
+        with _sigterm_as_keyboard_interrupt():
+            results = Parallel(n_jobs=jobs, backend="loky", verbose=0 if quiet else 10)(calls)
     if not quiet:
         for k, result in enumerate(results, 1):
             print(describe(result, k, len(results)))
     return list(results)
+
+
+@contextlib.contextmanager
+def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a batch system's time limit) like Ctrl-C while workers run.
+
+    joblib stops its loky worker processes when the waiting main process is interrupted; a plain
+    SIGTERM would end the main process alone and leave the workers training, orphaned.
+    Finished runs are kept, and interrupted ones resume from their checkpoints next time.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def describe(result: dict[str, Any], index: int, total: int) -> str:
