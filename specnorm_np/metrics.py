@@ -43,6 +43,7 @@ from specnorm_np.backend import get_array_module, to_numpy
 from specnorm_np.nn.losses import SoftmaxCrossEntropy
 
 __all__ = [
+    "HVP_STEP",
     "accuracy",
     "evaluate",
     "generalization_gap",
@@ -57,6 +58,10 @@ __all__ = [
     "largest_singular_values",
     "singular_values",
 ]
+
+#: finite-difference step of the Hessian-vector products (in float64; see
+#: make_hessian_vector_product for why it is this small)
+HVP_STEP = 1e-6
 
 
 class _EvalMode:
@@ -165,7 +170,7 @@ def input_gradient_norms(
 
 
 def make_hessian_vector_product(
-    model: Any, x: Any, y: Any, *, step: float = 1e-6, batch_size: int = 500
+    model: Any, x: Any, y: Any, *, step: float = HVP_STEP, batch_size: int = 500
 ) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     """Finite-difference Hessian-vector products of the mean data loss w.r.t. all parameters.
 

@@ -357,8 +357,9 @@ class Trainer:
                                        ("test", data.x_test, data.y_test, self.metric_test)):
                 final[f"hessian_{split}"] = metrics.hessian_top_eigenvalue(
                     self.model, x[index[:k]], y[index[:k]], iterations=cfg.hessian_iterations,
-                    seed=cfg.seed, batch_size=cfg.eval_batch_size)
+                    seed=cfg.seed, batch_size=cfg.eval_batch_size, step=metrics.HVP_STEP)
             final["hessian_examples"] = int(k)
+            final["hessian_step"] = metrics.HVP_STEP  # recorded: results depend on it
         return final
 
     def run(self, *, resume: bool = False,

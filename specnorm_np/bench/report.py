@@ -69,14 +69,14 @@ def format_table(results: dict[str, Any]) -> str:
         out.append(f"hint: {machine['hint']}")
     out.append("")
     header = ["network", "phase", "numpy ms", "torch ms", "numpy img/s", "torch img/s",
-              "ratio", "target", ""]
+              "ratio", "target", "verdict"]
     rows = []
     for name, entry in results["networks"].items():
         rows += _timing_rows(name, entry, batch)
     out.append(_render(header, rows))
     out.append("")
     header = ["network", "fwd ms", "loss ms", "bwd ms", "spectral ms", "optim ms",
-              "paired step ms", "spectral Δ ms", "spectral share", "target", "",
+              "paired step ms", "spectral Δ ms", "spectral share", "target", "verdict",
               "torch share"]
     rows = []
     for name, entry in results["networks"].items():
@@ -105,7 +105,7 @@ def format_table(results: dict[str, Any]) -> str:
     if memory_rows:
         batches = settings["memory_batches"]
         header = ["network", "backend", "baseline MiB"] + [f"peak MiB @{b}" for b in batches]
-        header += ["MiB / image", "target", ""]
+        header += ["MiB / image", "target", "verdict"]
         out += ["", "Peak resident memory, one process per measurement (baseline = after imports):",
                 _render(header, memory_rows)]
     notes = sorted({n for e in results["networks"].values() for n in e["notes"]})

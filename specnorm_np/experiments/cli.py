@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Spectral norm regularization (Yoshida & Miyato 2017) in pure NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="vanilla vs spectral on a CIFAR-10 subset (~3 min)")
+    demo = sub.add_parser("demo", help="vanilla vs spectral on a CIFAR-10 subset (~3 min, 2 cores)")
     demo.add_argument("--out", default="specnorm_demo", help="output directory")
     demo.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
     demo.add_argument("--no-download", action="store_true",
