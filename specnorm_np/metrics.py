@@ -170,7 +170,8 @@ def input_gradient_norms(
 
 
 def make_hessian_vector_product(
-    model: Any, x: Any, y: Any, *, step: float = HVP_STEP, batch_size: int = 500
+    model: Any, x: Any, y: Any, *, step: float = HVP_STEP, batch_size: int = 500,
+    freeze_pattern: bool = True,
 ) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     """Finite-difference Hessian-vector products of the mean data loss w.r.t. all parameters.
 
@@ -187,6 +188,13 @@ def make_hessian_vector_product(
         top eigenvalue of 1248 instead of 52).
     size : int
         P, the number of parameters.
+
+    With ``freeze_pattern`` (the default) every ReLU, LeakyReLU and MaxPool2d keeps, at θ ± h·v̂,
+    the activation pattern (masks, max-pool choices) it had at θ. The Hessian of a ReLU network
+    is that of the network with its pattern held fixed (the pattern is constant near almost
+    every θ), and with it held fixed the loss is smooth in θ, so no step can cross a kink: a
+    single flipped unit among the thousands a network has no longer adds a jump / 2h. (Without
+    freezing, a 48-epoch CIFAR-10 run gave top eigenvalue estimates from −5512 to +20213.)
     """
     clone = copy.deepcopy(model).astype(np.float64).eval()
     params = clone.parameters()
@@ -199,9 +207,18 @@ def make_hessian_vector_product(
     parts = _batches(n, batch_size)
     x64 = [x[part].astype(np.float64) for part in parts]
 
+    kinked = [m for m in clone.modules() if hasattr(m, "frozen_pattern")]
+    patterns: list[list[Any]] = []
+    if freeze_pattern:
+        for xb in x64:  # the pattern of every kinked layer at θ, per batch part
+            clone.forward(xb)
+            patterns.append([m.pattern() for m in kinked])
+
     def gradient() -> np.ndarray:
         total = np.zeros(sum(sizes))
-        for part, xb in zip(parts, x64):
+        for i, (part, xb) in enumerate(zip(parts, x64)):
+            for layer, pattern in zip(kinked, patterns[i] if freeze_pattern else []):
+                layer.frozen_pattern = pattern
             _, dlogits = criterion(clone.forward(xb), y[part])
             clone.backward(dlogits * ((part.stop - part.start) / n))  # ∂L̄/∂z over all n
             total += np.concatenate([to_numpy(p.grad).reshape(-1) for p in params])

@@ -357,9 +357,12 @@ class Trainer:
                                        ("test", data.x_test, data.y_test, self.metric_test)):
                 final[f"hessian_{split}"] = metrics.hessian_top_eigenvalue(
                     self.model, x[index[:k]], y[index[:k]], iterations=cfg.hessian_iterations,
-                    seed=cfg.seed, batch_size=cfg.eval_batch_size, step=metrics.HVP_STEP)
+                    seed=cfg.seed, batch_size=cfg.eval_batch_size, step=metrics.HVP_STEP,
+                    freeze_pattern=True)
             final["hessian_examples"] = int(k)
-            final["hessian_step"] = metrics.HVP_STEP  # recorded: results depend on it
+            # recorded with the results, which depend on them
+            final["hessian_step"] = metrics.HVP_STEP
+            final["hessian_frozen_pattern"] = True
         return final
 
     def run(self, *, resume: bool = False,

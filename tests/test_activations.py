@@ -75,3 +75,25 @@ def test_leaky_constructor_validation() -> None:
     with pytest.raises(ValueError, match="LeakyReLU: negative_slope must be a finite number"):
         nn.LeakyReLU(float("nan"))
     assert "negative_slope=0.2" in repr(nn.LeakyReLU(0.2))
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky"])
+def test_frozen_pattern_makes_the_layer_linear(backend, rng, name):
+    """With ``frozen_pattern`` set, forward multiplies by the frozen mask / factor whatever the
+    sign of the new input, and backward is that same linear map (checked numerically at
+    inputs right at the kink, where the unfrozen layer would not be differentiable)."""
+    layer = backend.to(LAYERS[name]())
+    x0 = rng.standard_normal((3, 4))
+    layer.forward(backend.asarray(x0))
+    pattern = layer.pattern()
+    layer.frozen_pattern = pattern
+    x1 = rng.standard_normal((3, 4)) * 1e-3  # signs mostly differ from x0's
+    y = backend.host(layer.forward(backend.asarray(x1)))
+    np.testing.assert_allclose(y, x1 * backend.host(pattern), rtol=1e-15)
+    results = gradcheck.check_layer(layer, backend.asarray(np.zeros((3, 4))), tol=1e-8)
+    assert [r.tensor for r in results] == ["input"]
+    with pytest.raises(ValueError, match="frozen pattern only fits"):
+        layer.forward(backend.asarray(np.zeros((2, 4))))
+    layer.frozen_pattern = None
+    assert np.array_equal(backend.host(layer.forward(backend.asarray(-np.ones((2, 4))))) > 0,
+                          np.zeros((2, 4), bool))

@@ -133,3 +133,29 @@ def test_singular_values_use_the_papers_matrix_view() -> None:
     assert set(spectra) == {"0.weight", "2.weight"}  # no biases
     sigma = metrics.largest_singular_values(model)
     assert sigma["2.weight"] == pytest.approx(np.linalg.norm(model[2].weight.data, 2), rel=1e-6)
+
+
+def test_frozen_pattern_hessian_products_do_not_depend_on_the_step() -> None:
+    """With the activation pattern frozen at θ the loss is smooth in θ: central differences with
+    steps 100x apart agree, and the products are symmetric, even on a conv net with ReLUs and
+    overlapping max-pools where unfrozen steps of that size cross kinks."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((24, 6, 6, 2)), rng.integers(0, 3, 24)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(3, 1),
+        nn.Conv2d(4, 4, 3, rng=1), nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(4, 3, rng=2)).astype(np.float64)
+    a, b = rng.standard_normal((2, sum(p.data.size for p in model.parameters())))
+    products = {}
+    for freeze in (True, False):
+        for step in (1e-2, 1e-4):
+            hvp, _ = metrics.make_hessian_vector_product(model, x, y, step=step, batch_size=10,
+                                                         freeze_pattern=freeze)
+            products[freeze, step] = hvp(a), hvp(b)
+    frozen_big, frozen_small = products[True, 1e-2], products[True, 1e-4]
+    np.testing.assert_allclose(frozen_big[0], frozen_small[0], rtol=1e-5,
+                               atol=1e-5 * np.abs(frozen_small[0]).max())
+    assert b @ frozen_small[0] == pytest.approx(a @ frozen_small[1], rel=1e-6)
+    # without freezing, the large step crosses kinks: its products are visibly off
+    error = np.abs(products[False, 1e-2][0] - frozen_small[0]).max()
+    assert error > 1e-2 * np.abs(frozen_small[0]).max()

@@ -165,3 +165,25 @@ def test_backward_errors(layer):
     layer.forward(np.zeros((1, 4, 4, 1), np.float32))
     with pytest.raises(ValueError, match="backward expected an upstream gradient of shape"):
         layer.backward(np.zeros((1, 3, 3, 1), np.float32))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_frozen_max_pool_takes_the_frozen_offsets(backend, rng, case):
+    """``frozen_pattern`` (the winning offsets of an earlier forward) turns max-pooling into a
+    fixed selection: same output on the same input, the frozen entries on a new input, and a
+    backward that passes the numerical check even on inputs full of ties."""
+    h, w, kernel, stride = case
+    layer = backend.to(MaxPool2d(kernel, stride))
+    x0 = rng.standard_normal((2, h, w, 3))
+    y0 = backend.host(layer.forward(backend.asarray(x0)))
+    layer.frozen_pattern = layer.pattern()
+    np.testing.assert_array_equal(backend.host(layer.forward(backend.asarray(x0))), y0)
+    # a new input: the output is x1 at the positions where x0 had its maxima (x1 - x0 is linear)
+    x1 = rng.standard_normal((2, h, w, 3))
+    y1 = backend.host(layer.forward(backend.asarray(x1)))
+    y_diff = backend.host(layer.forward(backend.asarray(x1 - x0)))
+    np.testing.assert_allclose(y1 - y0, y_diff, rtol=1e-12, atol=1e-12)
+    results = check_layer(layer, backend.asarray(np.zeros((2, h, w, 3))), tol=1e-8)
+    assert [r.tensor for r in results] == ["input"]
+    with pytest.raises(ValueError, match="frozen pattern only fits"):
+        layer.forward(backend.asarray(np.zeros((1, h, w, 3))))

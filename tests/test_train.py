@@ -59,6 +59,7 @@ def test_history_records_what_the_paper_measures() -> None:
     assert set(last["input_grad"]) == {"train", "test", "examples"}
     assert np.isfinite(result.final["hessian_train"]["eigenvalue"])
     assert result.final["hessian_step"] == metrics.HVP_STEP  # recorded with the results
+    assert result.final["hessian_frozen_pattern"] is True
     assert sorted(result.final["singular_values"]) == sorted(last["sigma"])
     # learning rate: ×0.1 at 50% and 75% of the 9 steps (3 per epoch) -> epochs start at
     # steps 0, 3, 6: lr, lr (step 3 < 4.5), lr/10 (step 6 >= 5, < 6.75)

@@ -19,11 +19,20 @@ class ReLU(Module):
     ``dx = dy * D``. The mask is applied as a multiply by a boolean array, one pass over memory.
     """
 
+    #: when set (an array of x's shape), forward uses this mask instead of ``x > 0``: the
+    #: layer is then linear, which exact second derivatives need (metrics.make_hessian_vector_
+    #: product freezes every ReLU at the pattern of the point where the Hessian is taken)
+    frozen_pattern: Any = None
+
     def forward(self, x: Any) -> Any:
         check_input(self, x, ndim=(1, 2, 3, 4, 5), layout="(any shape)")
-        mask = x > 0
+        mask = x > 0 if self.frozen_pattern is None else _frozen(self, x, self.frozen_pattern)
         self._cache = mask
         return x * mask
+
+    def pattern(self) -> Any:
+        """The 0/1 mask of the last forward (what ``frozen_pattern`` takes)."""
+        return self._require_cache()
 
     def backward(self, dy: Any) -> Any:
         mask = self._require_cache()
@@ -52,13 +61,23 @@ class LeakyReLU(Module):
             )
         self.negative_slope = float(negative_slope)
 
+    #: when set, forward uses this factor array instead of the one from ``x > 0`` (see ReLU)
+    frozen_pattern: Any = None
+
     def forward(self, x: Any) -> Any:
         check_input(self, x, ndim=(1, 2, 3, 4, 5), layout="(any shape)")
-        xp = get_array_module(x)
-        one, slope = x.dtype.type(1), x.dtype.type(self.negative_slope)  # keep x's dtype
-        factor = xp.where(x > 0, one, slope)
+        if self.frozen_pattern is not None:
+            factor = _frozen(self, x, self.frozen_pattern)
+        else:
+            xp = get_array_module(x)
+            one, slope = x.dtype.type(1), x.dtype.type(self.negative_slope)  # keep x's dtype
+            factor = xp.where(x > 0, one, slope)
         self._cache = factor
         return x * factor
+
+    def pattern(self) -> Any:
+        """The factor array of the last forward (what ``frozen_pattern`` takes)."""
+        return self._require_cache()
 
     def backward(self, dy: Any) -> Any:
         factor = self._require_cache()
@@ -67,3 +86,13 @@ class LeakyReLU(Module):
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
+
+
+def _frozen(layer: Module, x: Any, pattern: Any) -> Any:
+    """``pattern`` after checking that it fits ``x`` (a frozen pattern is for one batch)."""
+    if tuple(pattern.shape) != tuple(x.shape):
+        raise ValueError(
+            f"{layer.label}: frozen_pattern has shape {tuple(pattern.shape)} but the input has "
+            f"shape {tuple(x.shape)}; a frozen pattern only fits the batch it was taken from"
+        )
+    return pattern

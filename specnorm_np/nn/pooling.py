@@ -105,9 +105,20 @@ class MaxPool2d(_WindowPool2d):
     windows up to 255 entries), not the input.
     """
 
+    #: when set (the window offsets of an earlier forward, see :meth:`pattern`), forward takes
+    #: each window's entry at that offset instead of its maximum: the layer is then linear
+    #: (metrics.make_hessian_vector_product uses this for exact second derivatives)
+    frozen_pattern: Any = None
+
+    def pattern(self) -> Any:
+        """The winning offset k = i·kw + j of every output entry in the last forward."""
+        return self._require_cache()[0]
+
     def forward(self, x: Any) -> Any:
         """x (N, H, W, C) -> y (N, H', W', C)."""
         output_hw = self._output_hw(x)
+        if self.frozen_pattern is not None:
+            return self._forward_frozen(x, output_hw)
         xp = get_array_module(x)
         kh, kw = self.kernel_size
         index_dtype = xp.uint8 if kh * kw <= 255 else xp.int32
@@ -122,6 +133,21 @@ class MaxPool2d(_WindowPool2d):
             xp.maximum(y, window, out=y)
             index *= ~better  # where this offset wins, forget the old winner ...
             index += better * index.dtype.type(k)  # ... and record k (integer math, no float)
+        self._cache = (index, tuple(x.shape), output_hw)
+        return y
+
+    def _forward_frozen(self, x: Any, output_hw: tuple[int, int]) -> Any:
+        index = self.frozen_pattern
+        expected = (x.shape[0], *output_hw, x.shape[3])
+        if tuple(index.shape) != expected:
+            raise ValueError(
+                f"{self.label}: frozen_pattern has shape {tuple(index.shape)} but this input "
+                f"gives outputs of shape {expected}; a frozen pattern only fits its own batch"
+            )
+        y = None
+        for k, window_index in self._windows(output_hw):
+            picked = x[window_index] * (index == k)  # the entry at offset k where k was chosen
+            y = picked if y is None else y + picked
         self._cache = (index, tuple(x.shape), output_hw)
         return y
 
