@@ -28,9 +28,9 @@
 # small ReLU network, and finally on a network trained on real images, where we measure how
 # loose the product bound is.
 #
-# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
-# it): 384 s (an earlier version without section 4 took 46 s on a quieter machine). Set
-# `SPECNORM_NB_QUICK=1` for the quick setting the test suite uses.
+# **Run time** (full setting, on this project's 2-core CPU): about 15 s on an idle machine (14 s
+# measured; 384 s while other jobs loaded it). Set `SPECNORM_NB_QUICK=1` for the quick setting
+# the test suite uses.
 
 # %% Parameters
 import os

@@ -30,9 +30,9 @@
 # 6. shows where the term λσuvᵀ can be added for free: inside the Linear layer's own
 #    weight-gradient product (the library's fast path, `SpectralNormRegularizer.stage`).
 #
-# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
-# it): about 40 s (38 s measured). Set `SPECNORM_NB_QUICK=1` for the quick setting the test suite
-# uses.
+# **Run time** (full setting, on this project's 2-core CPU): about 5 s on an idle machine (5 s
+# measured; 38 s while other jobs loaded it). Set `SPECNORM_NB_QUICK=1` for the quick setting
+# the test suite uses.
 
 # %% Parameters
 import os

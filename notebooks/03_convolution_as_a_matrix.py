@@ -27,9 +27,9 @@
 #    ways (power iteration through the layer, the FFT formula for circular padding, the dense
 #    matrix) and compare it with the reshaped σ on kernels of a CNN trained on real images.
 #
-# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
-# it): about 1.5 min (80 s measured). Set `SPECNORM_NB_QUICK=1` for the quick setting the test
-# suite uses.
+# **Run time** (full setting, on this project's 2-core CPU): about 30 s on an idle machine (27 s
+# measured; 80 s while other jobs loaded it). Set `SPECNORM_NB_QUICK=1` for the quick setting
+# the test suite uses.
 
 # %% Parameters
 import os

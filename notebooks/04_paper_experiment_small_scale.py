@@ -42,10 +42,10 @@
 # from `results/` if the repository has one (written by `python -m specnorm_np compare`),
 # otherwise it trains its own grid (an MLP on 5,000 CIFAR-10 images, two seeds).
 #
-# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
-# it): about 6 min when it trains its own grid (6 min 48 s measured with 20/40 epochs, before the
-# setting was cut to the present 15/30); seconds when it loads a finished saved grid. Set
-# `SPECNORM_NB_QUICK=1` for the quick setting the test suite uses.
+# **Run time** (full setting, on this project's 2-core CPU): about 1.5 min when it trains its
+# own grid (84 s measured on an idle machine with the present 15/30-epoch setting); seconds when
+# it loads a finished saved grid. Set `SPECNORM_NB_QUICK=1` for the quick setting the test suite
+# uses.
 
 # %% Parameters
 import os

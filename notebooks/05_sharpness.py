@@ -34,9 +34,9 @@
 # 4. shows why sharpness is a slippery measure: rescaling the layers of a ReLU network leaves
 #    the function unchanged but moves $\lambda_{\max}$ at will.
 #
-# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
-# it): about 4.5 min (263 s measured). Set `SPECNORM_NB_QUICK=1` for the quick setting the test
-# suite uses.
+# **Run time** (full setting, on this project's 2-core CPU): about 25 s on an idle machine (23 s
+# measured; 263 s while other jobs loaded it). Set `SPECNORM_NB_QUICK=1` for the quick setting
+# the test suite uses.
 
 # %% Parameters
 import os

@@ -31,9 +31,9 @@
 #    array type that refuses every silent conversion to NumPy, so a stray `np.` call on
 #    device data fails in CI exactly where it would fail on a GPU.
 #
-# **Run time** (full setting, measured on this project's shared 2-core CPU while other jobs loaded
-# it): about 30 s without a GPU (27 s measured). Set `SPECNORM_NB_QUICK=1` for the quick setting
-# the test suite uses.
+# **Run time** (full setting, on this project's 2-core CPU): a few seconds without a GPU on an
+# idle machine (1.2 s measured; 27 s while other jobs loaded it). Set `SPECNORM_NB_QUICK=1` for
+# the quick setting the test suite uses.
 
 # %% Parameters
 import os
