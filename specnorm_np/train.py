@@ -42,7 +42,6 @@ from specnorm_np.checkpoint import load_checkpoint, save_checkpoint
 from specnorm_np.models import MODEL_NAMES, build_model
 from specnorm_np.nn.losses import SoftmaxCrossEntropy
 from specnorm_np.optim import SGD, MultiStepLR
-from specnorm_np.spectral.regularizer import SpectralNormRegularizer
 
 __all__ = ["METHODS", "TrainConfig", "DataSplits", "TrainResult", "TrainingDiverged", "Trainer",
            "train"]
@@ -280,19 +279,10 @@ class Trainer:
             check_finite(loss)
             # the penalty with the current vectors, before this step's power iteration
             penalty = 0.0 if regularizer is None else float(regularizer.penalty(self.model))
-            if isinstance(regularizer, SpectralNormRegularizer):
-                # fast path: the power iteration now, so that Linear layers fold λσuvᵀ into
-                # their weight-gradient product during the backward pass (add_grad adds the rest)
-                regularizer.stage(self.model)
-            try:
-                self.model.backward_weights(dlogits)  # dL/dx of the images is not needed here
-            except BaseException:
-                if isinstance(regularizer, SpectralNormRegularizer):
-                    regularizer.discard_stage()
-                raise
+            self.model.backward_weights(dlogits)  # dL/dx of the images is not needed here
         objective = loss + penalty
         if regularizer is not None:
-            regularizer.add_grad(self.model)  # (one power-iteration step, unless staged) + λσuvᵀ
+            regularizer.add_grad(self.model)  # one power-iteration step, then += λσuvᵀ
         self.optimizer.step()
         self.schedule.step()
         return loss, objective, metrics.accuracy(logits, yb)

@@ -246,3 +246,113 @@ def test_backward_weights_checks_the_upstream_gradient():
     layer.forward(np.ones((4, 3), np.float32))
     with pytest.raises(ValueError, match="Linear"):
         layer.backward_weights(np.ones((4, 3), np.float32))
+
+
+# ---- the layer contract: backward is a pure function of forward's cache and dy ------------------
+def _layer_cases():
+    """(name, layer, input shape) for every layer family, float64, in training mode."""
+    from specnorm_np.spectral import SpectralNorm
+
+    return [
+        ("Linear", nn.Linear(6, 4, rng=0, dtype=np.float64), (3, 6)),
+        ("Conv2d s1 p1", nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=np.float64), (2, 5, 4, 2)),
+        ("Conv2d s2 p0", nn.Conv2d(2, 3, (3, 2), stride=2, rng=0, dtype=np.float64),
+         (2, 7, 6, 2)),
+        ("MaxPool2d overlapping", nn.MaxPool2d(3, stride=2), (2, 7, 5, 2)),
+        ("AvgPool2d", nn.AvgPool2d(2), (2, 4, 6, 3)),
+        ("GlobalAvgPool2d", nn.GlobalAvgPool2d(), (2, 3, 5, 4)),
+        ("BatchNorm1d", nn.BatchNorm1d(5, dtype=np.float64), (4, 5)),
+        ("BatchNorm2d", nn.BatchNorm2d(3, dtype=np.float64), (2, 3, 4, 3)),
+        ("ReLU", nn.ReLU(), (3, 7)),
+        ("LeakyReLU", nn.LeakyReLU(0.1), (3, 7)),
+        ("Dropout", nn.Dropout(0.4, seed=1), (3, 7)),
+        ("Flatten", nn.Flatten(), (2, 3, 2, 2)),
+        ("SpectralNorm(Linear)", SpectralNorm(nn.Linear(5, 3, rng=0, dtype=np.float64)), (4, 5)),
+    ]
+
+
+def _grads(module) -> dict:
+    return {n: p.grad.copy() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("case", range(len(_layer_cases())),
+                         ids=[c[0] for c in _layer_cases()])
+def test_every_layer_backward_twice_gives_identical_gradients(case) -> None:
+    _, layer, shape = _layer_cases()[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(shape)
+    layer.train()
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dx1, grads1 = layer.backward(dy.copy()), _grads(layer)
+    dx2, grads2 = layer.backward(dy.copy()), _grads(layer)
+    np.testing.assert_array_equal(dx1, dx2)
+    assert grads1.keys() == grads2.keys()
+    for name in grads1:
+        np.testing.assert_array_equal(grads1[name], grads2[name], err_msg=name)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "vgg", "vgg-bn", "nin"])
+@pytest.mark.parametrize("regularizer", [None, "decay", "spectral", "spectral-operator"])
+def test_every_model_backward_twice_gives_identical_gradients(model_name, regularizer) -> None:
+    """With a regularizer in the step too: forward, backward, add_grad; then backward and add_grad
+    again with the regularizer's vectors reset to the same point give the same gradients."""
+    import copy
+
+    from specnorm_np.models import build_model
+    from specnorm_np.regularizers import SpectralNormRegularizer, WeightDecay
+
+    model = build_model(model_name, (8, 8, 3), 10, seed=1, width=4).astype(np.float64)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 8, 8, 3))
+    model.train()
+    y = model.forward(x)
+    dy = rng.standard_normal(y.shape)
+    reg = {None: None, "decay": WeightDecay(lam=0.1),
+           "spectral": SpectralNormRegularizer(lam=0.1, seed=2),
+           "spectral-operator": SpectralNormRegularizer(lam=0.1, seed=2, mode="operator")}[
+        regularizer]
+    results = []
+    for _ in range(2):
+        step_reg = copy.deepcopy(reg)  # the same power-iteration state both times
+        dx = model.backward(dy)
+        if step_reg is not None:
+            step_reg.add_grad(model)
+        results.append((dx.copy(), _grads(model)))
+    (dx1, grads1), (dx2, grads2) = results
+    np.testing.assert_array_equal(dx1, dx2)
+    for name in grads1:
+        np.testing.assert_array_equal(grads1[name], grads2[name], err_msg=name)
+
+
+def test_nn_imports_nothing_of_the_regularizers_or_the_spectral_toolkit() -> None:
+    """Layers know nothing of regularizers (DESIGN.md): no module under specnorm_np/nn imports
+    specnorm_np.spectral, specnorm_np.regularizers, the optimizers or the trainer (checked on
+    every import statement of the source, including those inside functions)."""
+    import ast
+    from pathlib import Path
+
+    import specnorm_np.nn as package
+
+    forbidden = ("specnorm_np.spectral", "specnorm_np.regularizers", "specnorm_np.train",
+                 "specnorm_np.optim")
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+def test_importing_the_library_loads_numpy_only() -> None:
+    """``import specnorm_np`` pulls in no SciPy, matplotlib, tqdm, joblib or Dask: they are
+    imported where they are used (a fresh interpreter, so earlier tests do not interfere)."""
+    import subprocess
+    import sys
+
+    heavy = ("scipy", "matplotlib", "tqdm", "joblib", "dask", "sklearn", "threadpoolctl")
+    code = ("import sys, specnorm_np; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert loaded.strip() == "[]", loaded

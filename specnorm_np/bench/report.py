@@ -108,9 +108,6 @@ def format_table(results: dict[str, Any]) -> str:
         header += ["MiB / image", "target", "verdict"]
         out += ["", "Peak resident memory, one process per measurement (baseline = after imports):",
                 _render(header, memory_rows)]
-    notes = sorted({n for e in results["networks"].values() for n in e["notes"]})
-    if notes:
-        out += ["", "notes: " + "; ".join(notes)]
     return "\n".join(out)
 
 

@@ -230,7 +230,6 @@ def _time_network(
     result: dict[str, Any] = {
         "description": DESCRIPTIONS[name],
         "parameters": {"numpy": count_parameters(ours.model)},
-        "notes": list(ours.notes),
     }
     if compare:
         theirs = TorchTrainer(name, seed=seed, regularize=regularize)
@@ -242,8 +241,7 @@ def _time_network(
     share_pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
     if regularize:
         # The regularizer's share is measured by ablation: the same network trained without it.
-        # (Timing its own calls would miss the rank-one rows that the Linear layers fold into
-        # their backward products, and its cache effects on the rest of the step.)
+        # (Timing its own calls would miss its cache effects on the rest of the step.)
         ours_plain = NumpyTrainer(name, seed=seed, regularize=False)
         share_pairs["numpy"] = (lambda: ours.train_step(x, y),
                                 lambda: ours_plain.train_step(x, y))

@@ -4,29 +4,22 @@ A training step is the whole of what a training loop does per batch::
 
     logits = model.forward(x)                      # forward
     loss, dlogits = SoftmaxCrossEntropy()(logits, y)  # loss
-    regularizer.stage(model)                       # spectral norm regularizer (λ = 0.01): the
-                                                   # power iteration, before the backward pass
-    model.backward_weights(dlogits)                # backward: fills every Parameter.grad (Linear
-                                                   # layers fold in λσuvᵀ); no dL/dx of the
-                                                   # images, which PyTorch does not compute either
-    regularizer.add_grad(model)                    # the remaining λσuvᵀ terms (convolutions)
+    model.backward_weights(dlogits)                # backward: fills every Parameter.grad; no
+                                                   # dL/dx of the images, which PyTorch does not
+                                                   # compute either
+    regularizer.add_grad(model)                    # spectral norm regularizer (λ = 0.01): one
+                                                   # power-iteration step, += λσuvᵀ per weight
     optimizer.step()                               # SGD, Nesterov momentum 0.9
 
 The PyTorch side does the same work: ``loss.backward()``, then the same one-step power
 iteration per weight matrix (:class:`TorchSpectralRegularizer`, two ``mv`` and an in-place
 ``addr_``), then ``torch.optim.SGD`` with Nesterov momentum. Each ``train_step`` returns the
-seconds spent in each phase ("regularizer" is the time inside the regularizer's own calls; part
-of its cost, the folded rank-one rows, is inside "backward", which is why the runner measures
-the regularizer's share by ablation).
-
-While the library's regularizer or optimizer is not available (during development), the NumPy
-side says so in :attr:`NumpyTrainer.notes`: a missing regularizer is skipped on *both* sides (so
-the ratio stays fair), a missing optimizer is replaced by :class:`_FallbackSGD`.
+seconds spent in each phase; the runner measures the regularizer's share of a step by ablation
+(the same network trained without it), which also counts its cache effects on the rest.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from typing import Any
 
@@ -49,46 +42,6 @@ def make_batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-class _FallbackSGD:
-    """Nesterov SGD (PyTorch's formulation), used only while ``specnorm_np.optim`` is missing.
-
-    v ← μ v + g;  p ← p − lr (g + μ v)
-    """
-
-    def __init__(self, params: list[Any], lr: float, momentum: float) -> None:
-        self.params, self.lr, self.momentum = params, lr, momentum
-        self.velocity = [np.zeros_like(p.data) for p in params]
-
-    def step(self) -> None:
-        for p, v in zip(self.params, self.velocity):
-            v *= self.momentum
-            v += p.grad
-            p.data -= self.lr * (p.grad + self.momentum * v)
-
-
-def _library_regularizer(lam: float) -> tuple[Any, str]:
-    error: Exception | None = None
-    for module_name in ("specnorm_np.regularizers", "specnorm_np.spectral.regularizer"):
-        try:
-            module = importlib.import_module(module_name)
-            regularizer = module.SpectralNormRegularizer(lam=lam)
-            return regularizer, f"regularizer: {module_name}.SpectralNormRegularizer"
-        except Exception as caught:  # module missing or still a placeholder
-            error = caught
-    return None, f"spectral regularizer unavailable, skipped on both sides ({error!r})"
-
-
-def _library_optimizer(params: list[Any], lr: float, momentum: float) -> tuple[Any, str]:
-    try:
-        from specnorm_np.optim import SGD
-
-        optimizer = SGD(params, lr=lr, momentum=momentum, nesterov=True)
-        return optimizer, "optimizer: specnorm_np.optim.SGD"
-    except Exception as error:  # module missing or still a placeholder
-        note = f"optimizer: specnorm_np.optim unavailable ({type(error).__name__}), fallback SGD"
-        return _FallbackSGD(params, lr, momentum), note
-
-
 class NumpyTrainer:
     """A specnorm_np reference network with its loss, regularizer and optimizer.
 
@@ -104,16 +57,15 @@ class NumpyTrainer:
 
     def __init__(self, name: str, *, seed: int = 0, regularize: bool = True) -> None:
         from specnorm_np.nn import SoftmaxCrossEntropy
+        from specnorm_np.optim import SGD
+        from specnorm_np.regularizers import SpectralNormRegularizer
 
         self.name = name
         self.model = build_numpy(name, seed=seed)
         self.loss = SoftmaxCrossEntropy()
         self.params = self.model.parameters()
-        self.regularizer, regularizer_note = (
-            _library_regularizer(SPECTRAL_LAMBDA) if regularize else (None, "regularizer off")
-        )
-        self.optimizer, optimizer_note = _library_optimizer(self.params, LEARNING_RATE, MOMENTUM)
-        self.notes = [regularizer_note, optimizer_note]
+        self.regularizer = SpectralNormRegularizer(lam=SPECTRAL_LAMBDA) if regularize else None
+        self.optimizer = SGD(self.params, lr=LEARNING_RATE, momentum=MOMENTUM, nesterov=True)
         self.last_loss = float("nan")
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -124,25 +76,21 @@ class NumpyTrainer:
         t1 = time.perf_counter()
         self.last_loss, dlogits = self.loss(logits, y)
         t2 = time.perf_counter()
-        staged = self.regularizer is not None and hasattr(self.regularizer, "stage")
-        if staged:
-            self.regularizer.stage(self.model)  # a Module: weights by qualified name
-        t3 = time.perf_counter()
         # parameter gradients only, like PyTorch for an input that does not require a gradient
         self.model.backward_weights(dlogits)
-        t4 = time.perf_counter()
+        t3 = time.perf_counter()
         if self.regularizer is not None:
-            self.regularizer.add_grad(self.model)
-        t5 = time.perf_counter()
+            self.regularizer.add_grad(self.model)  # a Module: weights by qualified name
+        t4 = time.perf_counter()
         self.optimizer.step()
-        t6 = time.perf_counter()
+        t5 = time.perf_counter()
         return {
             "forward": t1 - t0,
             "loss": t2 - t1,
-            "backward": t4 - t3,
-            "regularizer": (t3 - t2) + (t5 - t4),
-            "optimizer": t6 - t5,
-            "total": t6 - t0,
+            "backward": t3 - t2,
+            "regularizer": t4 - t3,
+            "optimizer": t5 - t4,
+            "total": t5 - t0,
         }
 
     def infer(self, x: np.ndarray) -> np.ndarray:

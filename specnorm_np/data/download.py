@@ -24,8 +24,6 @@ import tempfile
 from pathlib import Path
 from urllib.request import urlopen
 
-from tqdm.auto import tqdm
-
 from specnorm_np.data.errors import ChecksumError, DatasetError, DownloadError
 
 __all__ = [
@@ -102,6 +100,8 @@ def download_file(
                     "this is not the expected file (check the URL)"
                 )
             total = size if size is not None else announced
+            from tqdm.auto import tqdm
+
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=f"downloading {destination.name}", disable=quiet) as bar:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
@@ -210,6 +210,8 @@ def extract_archive(
     staging_real = os.path.realpath(staging)
     try:
         try:
+            from tqdm.auto import tqdm
+
             with tarfile.open(archive, "r:*") as tar, tqdm(
                 desc=f"extracting {archive.name}", unit=" files", disable=quiet
             ) as bar:

@@ -66,48 +66,27 @@ class Linear(Module):
         if self.bias is not None:
             y += self.bias.data
         self._cache = x
-        # a rank-one term requested for an earlier pass is cancelled by a new one (whoever
-        # requested it then adds it itself; see SpectralNormRegularizer.stage)
-        self.weight.pending_rank_one = None
         return y
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, out) -> dx (N, in).
+        """dy (N, out) -> dx (N, in); sets dL/dW and dL/db.
 
-        With y_nj = Σ_i x_ni W_ji + b_j:
-        dL/dW = dyᵀ x (out, in),  dL/db = Σ_n dy_n (out,),  dL/dx = dy W (N, in).
-        (dL/dW may also carry a requested rank-one term; see :meth:`backward_weights`.)
+        With y_nj = Σ_i x_ni W_ji + b_j, the chain rule gives, summed over the batch:
+        dL/dW_ji = Σ_n dy_nj x_ni, dL/db_j = Σ_n dy_nj, dL/dx_ni = Σ_j dy_nj W_ji.
         """
         self.backward_weights(dy)
-        return dy @ self.weight.data
+        dx = dy @ self.weight.data  # dL/dx = dy W  (N, in)
+        return dx
 
     def backward_weights(self, dy: Any) -> None:
-        """Set dL/dW and dL/db (see :meth:`backward`) without computing dL/dx.
-
-        If a rank-one term a·bᵀ was requested on the weight (the spectral regularizer's
-        λσ·u·vᵀ, see ``SpectralNormRegularizer.stage``), it is added to dL/dW here when that is
-        cheaper than a separate pass: dyᵀx = Σ_n dy_n x_nᵀ is already a sum of N rank-one
-        matrices, so a·bᵀ is one more "example". Appending a to dy and b to x lets the same
-        matrix product add it, at the price of copying dy and x (N·(in + out) numbers); a
-        separate ``grad += a bᵀ`` reads and writes the in·out gradient instead. So the term is
-        folded only while N·(in + out) <= in·out (up to N ≈ 440 for a 3072x512 weight) and
-        otherwise left to the requester, who checks ``weight.rank_one_in_grad()``.
-        """
+        """Set dL/dW and dL/db (see :meth:`backward`) without computing dL/dx."""
         x = self._require_cache()
         check_grad(self, dy, (x.shape[0], self.out_features))
         xp = get_array_module(dy)
-        extra = self.weight.take_rank_one()
-        n = x.shape[0]
-        if extra is not None and n * (self.in_features + self.out_features) <= (
-                self.in_features * self.out_features):
-            a, b = extra
-            self.weight.grad = (xp.concatenate([dy, a[None, :]]).T
-                                @ xp.concatenate([x, b[None, :]]))
-            self.weight.mark_rank_one_folded()
-        else:
-            self.weight.grad = dy.T @ x
+        self.weight.grad = dy.T @ x  # dL/dW = dyᵀ x  (out, in)
         if self.bias is not None:
-            # column sums as a matrix-vector product: one BLAS call instead of a slow reduction
+            # dL/db = Σ_n dy_n (out,): the column sums, as a matrix-vector product (one BLAS
+            # call instead of a slower reduction)
             self.bias.grad = xp.ones(dy.shape[0], dtype=dy.dtype) @ dy
 
     def extra_repr(self) -> str:

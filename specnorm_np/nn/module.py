@@ -44,11 +44,6 @@ class Parameter:
     state : dict
         Per-parameter state of optimizers and regularizers (e.g. a momentum buffer). It moves
         with the parameter in :meth:`Module.to`.
-    pending_rank_one : tuple (a, b) or None
-        A rank-one term a·bᵀ (in the weight's matrix view, a: (out,), b: (rest,)) that the owning
-        layer's next ``backward`` may fold into the gradient it computes; see
-        :meth:`request_rank_one`. Set by :meth:`SpectralNormRegularizer.stage
-        <specnorm_np.spectral.regularizer.SpectralNormRegularizer.stage>`.
     """
 
     def __init__(self, data: Any, name: str = "", regularize: bool = False) -> None:
@@ -57,49 +52,6 @@ class Parameter:
         self.name = name
         self.regularize = regularize
         self.state: dict[str, Any] = {}
-        self.pending_rank_one: tuple[Any, Any] | None = None
-        self._rank_one_grad: Any = None  # the .grad array a layer folded the term into
-
-    # ---- an optional rank-one term for the next backward (the regularizer's fast path) ----------
-    def request_rank_one(self, a: Any, b: Any) -> None:
-        """Ask the next ``backward`` of the owning layer to add ``a·bᵀ`` to this gradient.
-
-        Only layers whose weight gradient is a matrix product can do this for free (Linear:
-        dW = dyᵀ·x gets one more row in each factor). Whether it happened is told by
-        :meth:`rank_one_in_grad`; a layer that does not fold leaves the request pending, and
-        the requester adds the term itself.
-        """
-        self.pending_rank_one = (a, b)
-        self._rank_one_grad = None
-
-    def take_rank_one(self) -> tuple[Any, Any] | None:
-        """The pending ``(a, b)`` (or None), cleared: called by a layer's ``backward``."""
-        pending, self.pending_rank_one = self.pending_rank_one, None
-        return pending
-
-    def mark_rank_one_folded(self) -> None:
-        """Called by a layer right after it set ``.grad`` with the taken term folded in."""
-        self._rank_one_grad = self.grad
-
-    def rank_one_in_grad(self) -> bool:
-        """True when the current ``.grad`` is the array the requested term was folded into.
-
-        False when no layer folded it, and also when a later ``backward`` replaced ``.grad``
-        (e.g. a second backward pass in the same step): then the term is not in it.
-        """
-        return self._rank_one_grad is not None and self._rank_one_grad is self.grad
-
-    def clear_rank_one(self) -> None:
-        """Drop a pending request and the record of a fold."""
-        self.pending_rank_one = None
-        self._rank_one_grad = None
-
-    def keep_rank_one_record(self, folded: bool) -> None:
-        """After ``.grad`` was moved or cast to a new array (``Module.to`` / ``astype``): drop a
-        pending request (it holds arrays of the old kind) and, if the old gradient held a folded
-        term, record that the new one (the same numbers) holds it too."""
-        self.pending_rank_one = None
-        self._rank_one_grad = self.grad if folded and self.grad is not None else None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -272,10 +224,8 @@ class Module:
             return to_device(a, device, module=module)
 
         for p in self.parameters():
-            folded = p.rank_one_in_grad()
             p.data, p.grad = move(p.data), move(p.grad)
             p.state = {k: move(v) for k, v in p.state.items()}
-            p.keep_rank_one_record(folded)
         for m in self.modules():
             for b in m._buffer_names:
                 setattr(m, b, move(getattr(m, b)))
@@ -294,11 +244,9 @@ class Module:
             return a
 
         for p in self.parameters():
-            folded = p.rank_one_in_grad()
             p.data = p.data.astype(dtype)
             p.grad = None if p.grad is None else p.grad.astype(dtype)
             p.state = {k: cast(v) for k, v in p.state.items()}
-            p.keep_rank_one_record(folded)
         for m in self.modules():
             for b in m._buffer_names:
                 setattr(m, b, cast(getattr(m, b)))

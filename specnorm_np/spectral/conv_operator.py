@@ -23,16 +23,18 @@ Vectors of the input side have shape (1, H, W, in), of the output side (1, H', W
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator
 
 from specnorm_np.backend import to_numpy
 from specnorm_np.nn.conv import Conv2d, conv2d, conv2d_input_grad
 from specnorm_np.nn.module import Module
 from specnorm_np.ops.im2col import as_pair, conv_output_hw
 from specnorm_np.spectral.power_iteration import normalized, random_unit_vector
+
+if TYPE_CHECKING:  # SciPy is imported only where it is used (import specnorm_np stays light)
+    import scipy.sparse.linalg
 
 __all__ = [
     "conv_power_iteration",
@@ -234,7 +236,7 @@ def conv_as_dense_matrix(
 
 def conv_as_linear_operator(
     kernel: Any, input_hw: Any, stride: Any = 1, padding: Any = 0
-) -> LinearOperator:
+) -> scipy.sparse.linalg.LinearOperator:
     """The convolution as a ``scipy.sparse.linalg.LinearOperator`` (host, float64).
 
     ``matvec`` is ``conv2d`` on the vector reshaped to (1, H, W, in) and ``rmatvec`` its
@@ -259,6 +261,8 @@ def conv_as_linear_operator(
         images = np.asarray(columns, dtype=np.float64).T.reshape(-1, out_h, out_w, out_channels)
         result = conv2d_input_grad(images, host, (height, width), stride, padding)
         return result.reshape(images.shape[0], n_in).T
+
+    from scipy.sparse.linalg import LinearOperator
 
     return LinearOperator(
         (n_out, n_in),

@@ -103,10 +103,6 @@ class SpectralNorm(Module):
         The bias (if any) gradient is the layer's own: the bias is not normalized.
         """
         normalized_weight, sigma, u, v = self._require_cache()
-        # The layer's gradient below is dL/dW̄, which is transformed next: a rank-one term
-        # requested on W (SpectralNormRegularizer.stage) must not be folded into it. Cancel
-        # the request; the requester then adds the term to the final gradient itself.
-        self.layer.weight.take_rank_one()
         dx = self._with_weight(normalized_weight, self.layer.backward, dy)
         grad = self.layer.weight.grad  # G = dL/dW̄, shape of W
         coefficient = grad.reshape(-1) @ normalized_weight.reshape(-1)  # ⟨G, W̄⟩
