@@ -1,5 +1,6 @@
 """Layers with explicit forward and backward passes (channels-last, see DESIGN.md)."""
 
+from specnorm_np.nn._checks import NonFiniteError
 from specnorm_np.nn.activations import LeakyReLU, ReLU
 from specnorm_np.nn.conv import Conv2d
 from specnorm_np.nn.dropout import Dropout
@@ -17,4 +18,5 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d",
     "ReLU", "LeakyReLU", "Dropout", "Flatten",
     "SoftmaxCrossEntropy", "log_softmax",
+    "NonFiniteError",
 ]

@@ -8,6 +8,16 @@ import numpy as np
 
 from specnorm_np.backend import get_array_module
 
+__all__ = ["NonFiniteError", "check_input", "check_finite", "check_grad"]
+
+
+class NonFiniteError(ValueError):
+    """An array that must be finite holds NaN or Inf (raised by the layers' input checks).
+
+    A subclass of ``ValueError``, so code that catches bad input keeps working; the trainer
+    catches this type to tell a diverged run from any other error.
+    """
+
 
 def check_input(
     layer: Any,
@@ -57,7 +67,7 @@ def check_finite(label: str, x: Any, what: str = "input") -> None:
         total = x.sum() if x.size else 0.0
     if x.size and not bool(xp.isfinite(total)) and not bool(xp.isfinite(x).all()):
         bad = int((~xp.isfinite(x)).sum())
-        raise ValueError(f"{label}: {what} contains {bad} NaN or Inf value(s)")
+        raise NonFiniteError(f"{label}: {what} contains {bad} NaN or Inf value(s)")
 
 
 def check_grad(layer: Any, dy: Any, expected_shape: tuple[int, ...]) -> None:
