@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._files import temporary_name
 from specnorm_np.backend import to_numpy
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
@@ -75,7 +76,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     meta = json.dumps(_encode(state, arrays))
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_name(path)  # unique: concurrent writers never collide
     try:
         with open(temporary, "wb") as handle:
             np.savez(handle, **arrays, **{_META: np.array(meta)})

@@ -188,6 +188,9 @@ class MultiStepLR:
         Strictly increasing fractions in (0, 1).
     gamma : float
         Factor applied at each milestone, > 0.
+    warmup : int
+        Linear warm-up over the first ``warmup`` steps (0, the default and the paper's choice,
+        means none): step t < warmup uses ``lr_at(t) · (t + 1) / warmup``.
     """
 
     def __init__(
@@ -196,6 +199,7 @@ class MultiStepLR:
         total: int,
         milestones: Sequence[float] = (0.5, 0.75),
         gamma: float = 0.1,
+        warmup: int = 0,
     ) -> None:
         if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 1:
             raise ValueError(f"MultiStepLR: total must be a positive int, got {total!r}")
@@ -208,12 +212,16 @@ class MultiStepLR:
                              f"{tuple(milestones)}")
         if not _is_number(gamma) or gamma <= 0:
             raise ValueError(f"MultiStepLR: gamma must be a positive number, got {gamma!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) \
+                or not 0 <= warmup < total:
+            raise ValueError(f"MultiStepLR: warmup must be an int in [0, total), got {warmup!r}")
         if not hasattr(optimizer, "lr"):
             raise TypeError("MultiStepLR: optimizer has no 'lr' attribute")
         self.optimizer = optimizer
         self.total = int(total)
         self.milestones = tuple(fractions)
         self.gamma = float(gamma)
+        self.warmup = int(warmup)
         self.base_lr = float(optimizer.lr)
         self.last_step = 0
         self.optimizer.lr = self.lr_at(0)
@@ -227,7 +235,10 @@ class MultiStepLR:
     def lr_at(self, step: int) -> float:
         """The learning rate for step (or epoch) ``step``, counting from 0."""
         passed = sum(step >= s for s in self.milestone_steps)
-        return self.base_lr * self.gamma**passed
+        lr = self.base_lr * self.gamma**passed
+        if step < self.warmup:
+            lr *= (step + 1) / self.warmup
+        return lr
 
     def step(self) -> float:
         """Advance by one step (or epoch) and set the optimizer's ``lr``; returns it."""
@@ -237,7 +248,7 @@ class MultiStepLR:
 
     def state_dict(self) -> dict[str, Any]:
         return {"base_lr": self.base_lr, "last_step": self.last_step, "total": self.total,
-                "milestones": self.milestones, "gamma": self.gamma}
+                "milestones": self.milestones, "gamma": self.gamma, "warmup": self.warmup}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the schedule's position and set the optimizer's ``lr`` accordingly."""
@@ -249,8 +260,9 @@ class MultiStepLR:
         self.total = int(state["total"])
         self.milestones = tuple(float(f) for f in state["milestones"])
         self.gamma = float(state["gamma"])
+        self.warmup = int(state.get("warmup", 0))  # (states saved before warm-up existed)
         self.optimizer.lr = self.lr_at(self.last_step)
 
     def __repr__(self) -> str:
         return (f"MultiStepLR(total={self.total}, milestones={self.milestones}, "
-                f"gamma={self.gamma}, base_lr={self.base_lr})")
+                f"gamma={self.gamma}, base_lr={self.base_lr}, warmup={self.warmup})")

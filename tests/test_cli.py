@@ -70,8 +70,11 @@ def test_bad_arguments_are_reported_clearly(tmp_path, capsys) -> None:
         main(["compare", "--model", "resnet", "--out", str(tmp_path)])
     assert "invalid choice: 'resnet'" in capsys.readouterr().err
     missing = tmp_path / "nowhere"
-    assert main(["compare", "--data-root", str(missing), "--out", str(tmp_path)]) == 2
-    assert str(missing) in capsys.readouterr().err  # says where it looked
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--data-root", str(missing), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"--data-root {missing}: no such directory" in capsys.readouterr().err
+    assert not missing.exists()  # never created without --download
     assert main(["plot", str(tmp_path / "empty")]) == 2
     assert "no runs/ directory" in capsys.readouterr().err
 
@@ -160,3 +163,41 @@ def test_sigterm_to_compare_also_stops_its_workers(tmp_path) -> None:
         for worker in workers:
             if _alive(worker):
                 os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--train-size", "-5", "must be >= 10"),
+    ("--train-size", "0", "must be >= 10"),
+    ("--epochs", "0", "must be >= 1"),
+    ("--batch-sizes", "0", "must be >= 1"),
+    ("--width", "0", "must be >= 1"),
+    ("--jobs", "0", "must be >= 1"),
+    ("--lr", "-1", "must be > 0"),
+    ("--lr", "nan", "must be > 0"),
+    ("--seeds", "abc", "expected integers, got 'abc'"),
+    ("--metric-examples", "-1", "must be >= 1"),
+    ("--hessian-examples", "-5", "must be >= 1"),
+    ("--hessian-iterations", "0", "must be >= 1"),
+    ("--eval-every", "0", "must be >= 1"),
+])
+def test_bad_values_are_usage_errors_before_any_work(tmp_path, capsys, monkeypatch, option,
+                                                     value, expected) -> None:
+    """Exit 2 with argparse's usage message, and no data is loaded (the loader would fail)."""
+    import specnorm_np.experiments.datasets as datasets
+
+    monkeypatch.setattr(datasets, "load_splits", lambda spec: pytest.fail("data was loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--dataset", "digits", option, value, "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and option in err and expected in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--dataset", "digits", "--out", str(target)])
+    assert exit_info.value.code == 2
+    assert "is a file" in capsys.readouterr().err and target.read_text() == "keep me"

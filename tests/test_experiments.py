@@ -17,6 +17,7 @@ from specnorm_np.experiments.compare import (
     run_grid,
     run_id,
     run_one,
+    trainer_identity,
 )
 from specnorm_np.experiments.datasets import DataSpec, load_splits
 from specnorm_np.train import Trainer
@@ -79,7 +80,8 @@ def test_dask_backend_gives_the_same_results(tmp_path) -> None:
 def test_finished_runs_are_skipped_and_interrupted_ones_resumed(tmp_path) -> None:
     config = tiny_configs(methods=("vanilla",))[0]
     trainer = Trainer(config, load_splits(DIGITS), quiet=True,
-                      checkpoint_path=tmp_path / "runs" / run_id(config) / "checkpoint.npz")
+                      checkpoint_path=tmp_path / "runs" / run_id(config) / "checkpoint.npz",
+                      identity=trainer_identity(DIGITS, threads=1))
 
     def interrupt(record: dict) -> None:
         raise KeyboardInterrupt
@@ -97,10 +99,17 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resumed(tmp_path) -> Non
     assert not (tmp_path / "runs" / first["id"] / "checkpoint.npz").exists()
     lines = (tmp_path / "runs" / first["id"] / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
-    # a changed configuration is not mistaken for the finished run
+    # a changed configuration is not mistaken for the finished run: it is refused, the
+    # finished files stay as they were, and --overwrite redoes the run
     changed = tiny_configs(methods=("vanilla",))[0]
     changed.lr = 0.01
-    assert not run_one(changed, DIGITS, tmp_path)["skipped"]
+    refused = run_one(changed, DIGITS, tmp_path)
+    assert refused["status"] == "refused" and "config.lr: 0.05 in the file vs 0.01 now" in \
+        refused["message"] and "--overwrite" in refused["message"]
+    assert os.stat(result_file).st_mtime_ns == stamp
+    redone = run_one(changed, DIGITS, tmp_path, overwrite=True)
+    assert redone["status"] == "finished" and not redone["skipped"]
+    assert json.loads(result_file.read_text())["config"]["lr"] == 0.01
 
 
 def fake_result(method: str, batch: int, seed: int, test: list[float], train: list[float],

@@ -85,29 +85,36 @@ def interrupt_after(epoch: int):
     return callback
 
 
-@pytest.mark.parametrize("method", ["spectral", "spectral-operator", "adversarial", "decay"])
-def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, method: str) -> None:
+@pytest.mark.parametrize("method, options", [
+    ("spectral", {}), ("spectral-operator", {}), ("adversarial", {}), ("decay", {}),
+    ("spectral", {"augment": True, "warmup_epochs": 1}),
+    ("vanilla", {"augment": True, "eval_every": 2, "curve_examples": 40}),
+])
+def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, method: str, options) -> None:
+    """Also with augmentation (its generator's state is in the checkpoint), warm-up, sparse
+    evaluation and curve subsets."""
     data = tiny_data()
-    reference = train(config(method=method), data, quiet=True)
+    reference = train(config(method=method, **options), data, quiet=True)
     path = tmp_path / "run" / "checkpoint.npz"
     with pytest.raises(KeyboardInterrupt):
-        train(config(method=method), data, checkpoint_path=path, quiet=True,
+        train(config(method=method, **options), data, checkpoint_path=path, quiet=True,
               on_epoch=interrupt_after(2))
     assert load_checkpoint(path)["epoch"] == 2
-    resumed = train(config(method=method), data, checkpoint_path=path, resume=True, quiet=True)
+    resumed = train(config(method=method, **options), data, checkpoint_path=path, resume=True,
+                    quiet=True)
     assert without_timing(resumed.history) == without_timing(reference.history)
     assert resumed.final == reference.final
     for a, b in zip(params_of(resumed), params_of(reference)):
         np.testing.assert_array_equal(a, b)
     # resuming a finished run returns it without training again
-    again = Trainer(config(method=method), data, checkpoint_path=path)
+    again = Trainer(config(method=method, **options), data, checkpoint_path=path)
     assert without_timing(again.run(resume=True).history) == without_timing(reference.history)
 
 
 def test_resume_refuses_a_different_configuration(tmp_path) -> None:
     path = tmp_path / "checkpoint.npz"
     train(config(epochs=1, hessian=False), tiny_data(), checkpoint_path=path, quiet=True)
-    with pytest.raises(ValueError, match="different configuration.*lr"):
+    with pytest.raises(ValueError, match="different run.*config.lr: 0.05 in the file vs 0.1 now"):
         train(config(epochs=1, hessian=False, lr=0.1), tiny_data(), checkpoint_path=path,
               resume=True)
 
@@ -181,3 +188,124 @@ def test_spectral_step_matches_forward_backward_add_grad_by_hand() -> None:
     assert objective == pytest.approx(expected_objective, rel=1e-6)
     for p, q in zip(trainer.model.parameters(), plain.model.parameters()):
         np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_resume_refuses_another_identity(tmp_path) -> None:
+    """The data specification (and whatever else the caller puts in ``identity``) is part of
+    what a checkpoint must match; every difference is named."""
+    path = tmp_path / "checkpoint.npz"
+    small = {"data": {"dataset": "tiny", "train_size": 300}, "threads": 1}
+    with pytest.raises(KeyboardInterrupt):
+        train(config(epochs=2, hessian=False), tiny_data(), checkpoint_path=path, quiet=True,
+              identity=small, on_epoch=interrupt_after(1))
+    other = {"data": {"dataset": "tiny", "train_size": 200}, "threads": 1}
+    with pytest.raises(ValueError, match=r"identity.data.train_size: 300 in the file vs 200 now"):
+        train(config(epochs=2, hessian=False), tiny_data(), checkpoint_path=path, resume=True,
+              identity=other)
+    resumed = train(config(epochs=2, hessian=False), tiny_data(), checkpoint_path=path,
+                    resume=True, identity=small, quiet=True)
+    assert len(resumed.history) == 2
+
+
+def test_augmentation_is_seeded_cropped_flipped_and_keeps_dtype() -> None:
+    from specnorm_np.train import augment_batch
+
+    x = np.random.default_rng(0).standard_normal((64, 8, 8, 3)).astype(np.float32)
+    a = augment_batch(x, np.random.default_rng([5, 3]))
+    b = augment_batch(x, np.random.default_rng([5, 3]))
+    c = augment_batch(x, np.random.default_rng([6, 3]))
+    assert a.dtype == np.float32 and a.shape == x.shape
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # every output is a shifted (by at most 4 pixels, zero-filled) and maybe mirrored input
+    for image, source in zip(a, x):
+        padded = np.pad(source, ((4, 4), (4, 4), (0, 0)))
+        windows = [w for top in range(9) for left in range(9)
+                   for w in (padded[top:top + 8, left:left + 8],
+                             padded[top:top + 8, left:left + 8][:, ::-1])]
+        assert any(np.array_equal(image, w) for w in windows)
+    flipped = sum(not any(np.array_equal(image, np.pad(source, ((4, 4), (4, 4), (0, 0)))[
+        t:t + 8, left:left + 8]) for t in range(9) for left in range(9))
+        for image, source in zip(a, x))
+    assert 16 <= flipped <= 48  # about half are mirrored
+
+
+def test_eval_every_curve_subsets_and_final_full_set_numbers() -> None:
+    data = tiny_data()
+    result = train(config(epochs=5, eval_every=2, curve_examples=40, hessian=False,
+                          input_grad_checkpoints=2), data, quiet=True)
+    evaluated = [r["epoch"] for r in result.history if r["evaluated"]]
+    assert evaluated == [2, 4, 5]  # every 2nd and the last
+    assert all("test_acc" not in r for r in result.history if not r["evaluated"])
+    assert all(r["curve_examples"] == {"train": 40, "test": 40}
+               for r in result.history if r["evaluated"])
+    assert [r["epoch"] for r in result.history if r.get("input_grad")] == [2, 5]
+    steps = -(-96 // 32)
+    assert result.final["updates"] == 5 * steps
+    assert [r["updates"] for r in result.history] == [steps * e for e in range(1, 6)]
+    model = result.model
+    loss, acc = metrics.evaluate(model, data.x_test, data.y_test)
+    assert result.final["test_acc"] == acc and result.final["test_loss"] == loss
+
+
+def test_warmup_ramps_the_learning_rate_linearly() -> None:
+    from specnorm_np.optim import SGD, MultiStepLR
+
+    class Holder:
+        lr = 0.4
+
+    schedule = MultiStepLR(Holder(), total=10, warmup=4)
+    assert [round(schedule.lr_at(t), 12) for t in range(10)] == \
+        [0.1, 0.2, 0.3, 0.4, 0.4, 0.04, 0.04, 0.04, 0.004, 0.004]
+    assert MultiStepLR(Holder(), total=10).lr_at(0) == 0.4  # no warm-up by default
+    with pytest.raises(ValueError, match="warmup must be an int in"):
+        MultiStepLR(Holder(), total=10, warmup=10)
+    del SGD
+
+
+def test_a_finite_blow_up_counts_as_divergence() -> None:
+    from specnorm_np.train import DIVERGED_LOSS, check_finite
+
+    check_finite(DIVERGED_LOSS)  # at the limit: still a (bad) loss
+    with pytest.raises(TrainingDiverged, match="3e\\+35, above 10000"):
+        check_finite(3e35)
+    with pytest.raises(TrainingDiverged, match="is nan"):
+        check_finite(float("nan"))
+
+
+def test_divergence_first_seen_in_evaluation_names_the_parameter(tmp_path, monkeypatch) -> None:
+    """An update that makes a weight Inf without a NaN loss in its own step: the evaluation
+    after the epoch sees it; the error says which parameter and keeps the last checkpoint."""
+    path = tmp_path / "checkpoint.npz"
+    trainer = Trainer(config(model="mlp", width=16, epochs=3, hessian=False), tiny_data(),
+                      checkpoint_path=path, quiet=True)
+    original = Trainer.train_step
+
+    def poisoned(self, xb, yb):
+        values = original(self, xb, yb)
+        if self.epoch == 1 and self.updates % self.steps_per_epoch == 0:  # epoch 2's last step
+            self.model.layers[1].weight.data[0, 0] = np.inf
+        return values
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.run()
+    message = str(info.value)
+    assert "epoch 2, evaluation" in message and "Linear (layer 1).weight (1 NaN/Inf)" in message
+    assert "last good checkpoint (epoch 1)" in message
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("hessian_examples", -5, "hessian_examples must be an integer >= 1"),
+    ("metric_examples", -1, "metric_examples must be an integer >= 1"),
+    ("hessian_iterations", 0, "hessian_iterations must be an integer >= 1"),
+    ("eval_every", 0, "eval_every must be an integer >= 1"),
+    ("width", 0, "width must be an integer >= 1"),
+    ("lr", -1.0, "lr must be a finite number > 0"),
+    ("lr", float("nan"), "lr must be a finite number > 0"),
+    ("warmup_epochs", 3, "warmup_epochs \\(3\\) must be fewer than epochs \\(3\\)"),
+])
+def test_config_values_are_checked(field, value, expected) -> None:
+    with pytest.raises(ValueError, match=expected):
+        config(**{field: value})

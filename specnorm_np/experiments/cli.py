@@ -16,6 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from specnorm_np.models import MODEL_NAMES
 from specnorm_np.train import METHODS
@@ -33,6 +34,42 @@ def default_large_batch(train_size: int) -> int:
 def _items(values: Sequence[str], kind: type = str) -> list:
     """Accept both ``--x a b`` and ``--x a,b``."""
     return [kind(v) for value in values for v in value.split(",") if v]
+
+
+def _number(kind: type, low: float, inclusive: bool = True, what: str = "") -> Any:
+    """An argparse ``type``: ``kind`` (int/float) at least (or above) ``low``, finite."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+        if not ok:
+            bound = f">= {low:g}" if inclusive else f"> {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{what}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NON_NEGATIVE_INT = _number(int, 0)
+POSITIVE_FLOAT = _number(float, 0, inclusive=False)
+
+
+def _int_list(text: str) -> list[int]:
+    """``"0,1 2"``-style lists of integers (argparse type for one item)."""
+    values = []
+    for part in text.split(","):
+        if part:
+            try:
+                values.append(int(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected integers, got {part!r}") from None
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,36 +95,65 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="the paper's grid: methods x batch sizes x seeds")
     compare.add_argument("--methods", nargs="+", default=list(PAPER_METHODS),
                          help=f"from {', '.join(METHODS)} (default: the paper's four)")
-    compare.add_argument("--batch-sizes", nargs="+", default=None,
+    compare.add_argument("--batch-sizes", nargs="+", type=_int_list, default=None,
                          help="default: 64 and the paper's 4096/50000 scaled to --train-size")
     compare.add_argument("--model", choices=MODEL_NAMES, default="vgg")
-    compare.add_argument("--width", type=int, default=None, help="model width (see models.py)")
+    compare.add_argument("--width", type=POSITIVE_INT, default=None,
+                         help="model width (see models.py)")
     compare.add_argument("--dataset", choices=("cifar10", "digits"), default="cifar10")
     compare.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
     compare.add_argument("--download", action="store_true", help="download CIFAR-10 if absent")
-    compare.add_argument("--train-size", type=int, default=None,
+    compare.add_argument("--train-size", type=_number(int, 10, what=" (one image per class)"),
+                         default=None,
                          help="training images, stratified (default 5000; digits: all)")
-    compare.add_argument("--test-size", type=int, default=None, help="default: all test images")
-    compare.add_argument("--data-seed", type=int, default=0, help="seed of the subsets")
-    compare.add_argument("--epochs", type=int, default=30, help="epochs at the smallest batch")
-    compare.add_argument("--large-batch-epochs", type=int, default=None,
-                         help="epochs at larger batches (default --epochs; the paper doubles)")
-    compare.add_argument("--lr", type=float, default=0.01,
+    compare.add_argument("--test-size", type=_number(int, 10, what=" (one image per class)"),
+                         default=None, help="default: all test images")
+    compare.add_argument("--data-seed", type=NON_NEGATIVE_INT, default=0,
+                         help="seed of the subsets")
+    compare.add_argument("--epochs", type=POSITIVE_INT, default=30,
+                         help="epochs at the smallest batch")
+    length = compare.add_mutually_exclusive_group()
+    length.add_argument("--large-batch-epochs", type=POSITIVE_INT, default=None,
+                        help="epochs at larger batches (default --epochs; the paper doubles)")
+    length.add_argument("--large-batch-updates", type=POSITIVE_INT, default=None,
+                        help="length of the larger-batch runs in optimizer updates instead: "
+                             "the fewest whole epochs that make at least this many (the paper's "
+                             "B=4096 runs make about 2,400)")
+    compare.add_argument("--lr", type=POSITIVE_FLOAT, default=0.01,
                          help="initial learning rate at the smallest batch (paper: 0.01)")
-    compare.add_argument("--large-batch-lr-factor", type=float, default=10.0,
+    compare.add_argument("--large-batch-lr-factor", type=POSITIVE_FLOAT, default=10.0,
                          help="initial LR multiplier at larger batches (paper: 10)")
-    compare.add_argument("--seeds", nargs="+", default=["0"])
-    compare.add_argument("--metric-examples", type=int, default=1000,
+    compare.add_argument("--warmup-epochs", type=NON_NEGATIVE_INT, default=0,
+                         help="linear LR warm-up over this many epochs (default 0: none, as in "
+                              "the paper; using it is a deviation to state)")
+    compare.add_argument("--augment", action="store_true",
+                         help="random crop (4-pixel zero padding) and horizontal flip per batch, "
+                              "drawn from the run's seed (the paper augments STL-10 only)")
+    compare.add_argument("--eval-every", type=POSITIVE_INT, default=1,
+                         help="evaluate the curves every K epochs (the last epoch always)")
+    compare.add_argument("--curve-examples", type=POSITIVE_INT, default=None,
+                         help="evaluate the per-epoch curves on this many training and test "
+                              "images (default: all); final numbers always use the full sets")
+    compare.add_argument("--seeds", nargs="+", type=_int_list, default=[[0]],
+                         help="seeds (default 0); each gives its own initial weights and batch "
+                              "order, shared by all methods")
+    compare.add_argument("--metric-examples", type=POSITIVE_INT, default=1000,
                          help="train and test images for the input-gradient norms")
-    compare.add_argument("--hessian-examples", type=int, default=500)
-    compare.add_argument("--hessian-iterations", type=int, default=20)
+    compare.add_argument("--hessian-examples", type=POSITIVE_INT, default=500)
+    compare.add_argument("--hessian-iterations", type=POSITIVE_INT, default=20)
     compare.add_argument("--no-hessian", action="store_true")
     compare.add_argument("--alpha", type=float, default=None,
                          help="threshold of gap_alpha (default: chosen per batch size)")
     compare.add_argument("--out", required=True, help="output directory")
-    compare.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
-    compare.add_argument("--threads", type=int, default=1,
-                         help="BLAS threads per run (results are identical for a fixed value)")
+    compare.add_argument("--overwrite", action="store_true",
+                         help="delete and redo runs in --out whose configuration (or, for "
+                              "interrupted runs, numerics code) differs; without it they are "
+                              "refused and kept")
+    compare.add_argument("--jobs", type=POSITIVE_INT, default=1,
+                         help="runs in parallel (processes)")
+    compare.add_argument("--threads", type=NON_NEGATIVE_INT, default=1,
+                         help="BLAS threads per run (results are identical for a fixed value; "
+                              "0 = the BLAS library's default)")
     compare.add_argument("--backend", choices=("loky", "dask"), default="loky")
     compare.add_argument("--scheduler", default=None,
                          help="Dask scheduler address (default: a local cluster)")
@@ -104,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
     from specnorm_np.experiments.compare import build_configs, load_results, run_grid
     from specnorm_np.experiments.datasets import DataSpec, load_splits
 
@@ -111,33 +179,61 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for method in methods:
         if method not in METHODS:
             parser.error(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a file; give a directory (it is created if needed)")
+    if args.data_root is not None and not Path(args.data_root).is_dir() and not args.download:
+        parser.error(f"--data-root {args.data_root}: no such directory (give the folder that "
+                     "holds cifar-10-batches-py/, or add --download to download it there)")
+    seeds = [seed for group in args.seeds for seed in group]
+    if any(seed < 0 for seed in seeds):
+        parser.error(f"--seeds must be >= 0, got {seeds}")
+    batches = [b for group in args.batch_sizes for b in group] if args.batch_sizes else None
+    if batches is not None and any(b < 1 for b in batches):
+        parser.error(f"--batch-sizes must be >= 1, got {batches}")
+    if not methods or not seeds or batches == []:
+        parser.error("need at least one method, one seed and one batch size")
     train_size = args.train_size
     if train_size is None and args.dataset == "cifar10":
         train_size = 5000
     spec = DataSpec(args.dataset, train_size, args.test_size, args.data_seed, args.data_root,
                     args.download)
     n_train = int(load_splits(spec).x_train.shape[0])
-    batches = (_items(args.batch_sizes, int) if args.batch_sizes
-               else [64, default_large_batch(n_train)])
+    batches = batches or [64, default_large_batch(n_train)]
     too_big = [b for b in batches if b > n_train]
     if too_big:
         parser.error(f"batch size(s) {too_big} larger than the training set ({n_train} images)")
-    configs = build_configs(
-        methods, batches, _items(args.seeds, int), lr=args.lr,
-        large_batch_lr_factor=args.large_batch_lr_factor, epochs=args.epochs,
-        large_batch_epochs=args.large_batch_epochs, model=args.model, width=args.width,
-        metric_examples=args.metric_examples, hessian=not args.no_hessian,
-        hessian_examples=args.hessian_examples, hessian_iterations=args.hessian_iterations)
+    if args.warmup_epochs >= args.epochs:
+        parser.error(f"--warmup-epochs ({args.warmup_epochs}) must be fewer than --epochs "
+                     f"({args.epochs})")
+    try:
+        configs = build_configs(
+            methods, batches, seeds, lr=args.lr,
+            large_batch_lr_factor=args.large_batch_lr_factor, epochs=args.epochs,
+            large_batch_epochs=args.large_batch_epochs,
+            large_batch_updates=args.large_batch_updates, train_size=n_train,
+            model=args.model, width=args.width, metric_examples=args.metric_examples,
+            hessian=not args.no_hessian, hessian_examples=args.hessian_examples,
+            hessian_iterations=args.hessian_iterations, augment=args.augment,
+            eval_every=args.eval_every, curve_examples=args.curve_examples,
+            warmup_epochs=args.warmup_epochs)
+    except ValueError as error:
+        parser.error(str(error))
     if not args.quiet:
-        print(f"{len(configs)} runs: {methods} x B={batches} x seeds {args.seeds}; "
-              f"{args.dataset} {n_train} training images; out {args.out}", flush=True)
+        lengths = sorted({(c.batch_size, c.epochs) for c in configs})
+        print(f"{len(configs)} runs: {methods} x B={batches} x seeds {seeds}; "
+              f"{args.dataset} {n_train} training images; epochs per batch size "
+              + ", ".join(f"B={b}: {e}" for b, e in lengths) + f"; out {args.out}", flush=True)
     start = time.perf_counter()
-    run_grid(configs, spec, args.out, jobs=args.jobs, threads=args.threads,
-             backend=args.backend, scheduler=args.scheduler, quiet=args.quiet,
-             keep_checkpoints=args.keep_checkpoints)
+    results = run_grid(configs, spec, args.out, jobs=args.jobs, threads=args.threads or None,
+                       backend=args.backend, scheduler=args.scheduler, quiet=args.quiet,
+                       keep_checkpoints=args.keep_checkpoints, overwrite=args.overwrite)
     if not args.quiet:
         print(f"grid done in {time.perf_counter() - start:.0f} s", flush=True)
-    return _report(load_results(args.out), args.out, args.alpha, None, quiet=args.quiet)
+    code = _report(load_results(args.out), args.out, args.alpha, None, quiet=args.quiet)
+    blocked = [r for r in results if r["status"] in ("refused", "failed")]
+    for result in blocked:
+        print(f"error: {result['id']}: {result['message']}", file=sys.stderr)
+    return 1 if blocked else code
 
 
 def _report(results: list, out: str, alpha: float | None, layer: str | None,
@@ -152,8 +248,9 @@ def _report(results: list, out: str, alpha: float | None, layer: str | None,
         for c in correlations(results):
             print(f"gap vs input-gradient norm ({c['split']}, {c['aggregation']}): "
                   f"Pearson r = {c['pearson_r']:.3f} over {c['points']} points")
-        print(f"wrote {out}/summary.csv, summary_long.csv, correlations.csv and "
-              + ", ".join(f.name for f in figures))
+        print(f"wrote {out}/summary.csv, summary_long.csv, correlations.csv"
+              + (" and " + ", ".join(f.name for f in figures) if figures
+                 else " (no figures: no run finished)"))
     diverged = [r["id"] for r in results if r["status"] != "finished"]
     if diverged:
         print(f"warning: {len(diverged)} run(s) diverged: {', '.join(diverged)}",
@@ -165,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from specnorm_np.data import DatasetError
+    from specnorm_np.experiments.compare import ResultsError
+    from specnorm_np.experiments.provenance import DirectoryLocked
 
     try:
         if args.command == "demo":
@@ -180,13 +279,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plot":
             from specnorm_np.experiments.compare import load_results
 
-            return _report(load_results(args.directory), args.directory, args.alpha, args.layer)
+            results = load_results(args.directory)
+            if not any(r["status"] == "finished" for r in results):
+                statuses = ", ".join(f"{r['id']}: {r['status']}" for r in results) or "none"
+                print(f"error: {args.directory}: no finished run to summarize (runs: "
+                      f"{statuses}); run compare first", file=sys.stderr)
+                return 2
+            try:
+                return _report(results, args.directory, args.alpha, args.layer)
+            except ValueError as error:  # --layer that no run has
+                print(f"error: {error}", file=sys.stderr)
+                return 2
         from specnorm_np.experiments.gradcheck_table import format_rows, run_checks
 
         rows = run_checks()
         print(format_rows(rows))
         return 0 if all(result is not None for _, result, _ in rows) else 1
-    except (DatasetError, FileNotFoundError) as error:
+    except (DatasetError, FileNotFoundError, ResultsError, DirectoryLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during `compare` (see compare.run_grid)

@@ -15,9 +15,11 @@ import numpy as np
 
 from specnorm_np.train import DataSplits
 
-__all__ = ["DATASETS", "DataSpec", "load_splits", "preprocess"]
+__all__ = ["DATASETS", "PREPROCESSING", "DataSpec", "load_splits", "preprocess"]
 
 DATASETS = ("cifar10", "digits")
+#: The name recorded for :func:`preprocess` in every run's data identity.
+PREPROCESSING = "global contrast normalization (per-image mean 0, std 1), float32"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from specnorm_np.experiments.summary import correlations, gradient_points, group_runs, method_order
+from specnorm_np.experiments.summary import (
+    correlations,
+    evaluated,
+    gradient_points,
+    group_runs,
+    method_order,
+)
 
 __all__ = ["COLORS", "plot_all", "plot_curves", "plot_gap_vs_gradient", "plot_hessian",
            "plot_singular_values"]
@@ -68,10 +74,10 @@ def plot_curves(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     for ax, batch in zip(axes[0], batches):
         for method in method_order([m for m, b in groups if b == batch]):
             runs = groups[(method, batch)]
-            length = min(len(r["history"]) for r in runs)
-            mean = {key: np.mean([[rec[key] for rec in r["history"][:length]] for r in runs],
+            length = min(len(evaluated(r)) for r in runs)
+            mean = {key: np.mean([[rec[key] for rec in evaluated(r)[:length]] for r in runs],
                                  axis=0) for key in ("test_acc", "train_acc", "gap")}
-            epochs = np.arange(1, length + 1)
+            epochs = np.array([rec["epoch"] for rec in evaluated(runs[0])[:length]])
             color = COLORS.get(method)
             ax.plot(epochs, mean["test_acc"], "-", color=color, label=f"{method} test")
             ax.plot(epochs, mean["train_acc"], "--", color=color, lw=1)
@@ -184,8 +190,20 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 def plot_all(results: Sequence[dict[str, Any]], out: str | Path,
              layer: str | None = None) -> list[Path]:
-    """Draw all four figures into ``out``; returns their paths."""
+    """Draw all four figures into ``out``; returns their paths (none without a finished run).
+
+    Raises ``ValueError`` when ``layer`` is not a weight of the finished runs.
+    """
     out = Path(out)
+    groups = group_runs(results)
+    if not groups:
+        return []
+    if layer is not None:
+        known = sorted({name for runs in groups.values() for r in runs
+                        for name in ((r.get("final") or {}).get("singular_values") or {})})
+        if layer not in known:
+            raise ValueError(f"--layer {layer!r}: no such weight in these runs; choose one of "
+                             f"{', '.join(known) or '(none recorded)'}")
     return [plot_curves(results, out / "fig1_curves.png"),
             plot_gap_vs_gradient(results, out / "fig2_gap_vs_input_grad.png"),
             plot_hessian(results, out / "fig3_hessian.png"),

@@ -38,13 +38,18 @@ def group_runs(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int], list[
     """Finished runs keyed by (method, batch size), sorted by seed."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        if r["status"] == "finished" and r.get("history"):
+        if r["status"] == "finished" and evaluated(r):
             groups[(r["config"]["method"], int(r["config"]["batch_size"]))].append(r)
     return {k: sorted(v, key=lambda r: r["config"]["seed"]) for k, v in sorted(groups.items())}
 
 
+def evaluated(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history records of the evaluated epochs (``--eval-every`` skips the others)."""
+    return [record for record in result["history"] if record.get("test_acc") is not None]
+
+
 def _curve(result: dict[str, Any], key: str) -> np.ndarray:
-    return np.array([record[key] for record in result["history"]], dtype=np.float64)
+    return np.array([record[key] for record in evaluated(result)], dtype=np.float64)
 
 
 def alphas_by_batch(groups: dict[tuple[str, int], list[dict[str, Any]]],
@@ -76,10 +81,12 @@ def _final_input_grad(result: dict[str, Any], split: str, aggregation: str) -> f
 
 
 def _per_run(result: dict[str, Any], alpha: float) -> dict[str, float | None]:
-    last = result["history"][-1]
+    last = evaluated(result)[-1]
     final = result.get("final") or {}
+    # the final numbers on the full sets (runs from before they were recorded: the last epoch's)
+    ends = final if "test_acc" in final else last
     return {
-        "test_acc": last["test_acc"], "train_acc": last["train_acc"], "final_gap": last["gap"],
+        "test_acc": ends["test_acc"], "train_acc": ends["train_acc"], "final_gap": ends["gap"],
         "best_test_acc": float(_curve(result, "test_acc").max()),
         "gap_alpha": gap_at_threshold(_curve(result, "train_acc"), _curve(result, "test_acc"),
                                       alpha),
@@ -139,7 +146,7 @@ def gradient_points(results: Sequence[dict[str, Any]], split: str, aggregation: 
     points = []
     for runs in group_runs(results).values():
         for r in runs:
-            marks = [rec for rec in r["history"] if rec.get("input_grad")]
+            marks = [rec for rec in evaluated(r) if rec.get("input_grad")]
             norms = np.array([rec["input_grad"][split][aggregation] for rec in marks])
             gaps = np.array([rec["gap"] for rec in marks])
             points.append((r, norms, gaps))
