@@ -185,13 +185,17 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_summary(results: Sequence[dict[str, Any]], out: str | Path,
                   alpha: float | None = None) -> list[dict[str, str]]:
-    """Write summary.csv (Table 1 shape), summary_long.csv and correlations.csv; return the
-    Table 1 rows."""
+    """Write summary.csv (Table 1 shape, mean ± std), summary_long.csv, correlations.csv and
+    statistics.json (intervals, paired tests and the claims' verdicts, see
+    :mod:`~specnorm_np.experiments.statistics`); return the Table 1 rows."""
+    from specnorm_np.experiments.statistics import write_statistics
+
     out = Path(out)
     table = table_rows(results, alpha)
     _write_csv(out / "summary.csv", table)
     _write_csv(out / "summary_long.csv", long_rows(results, alpha))
     _write_csv(out / "correlations.csv", correlations(results))
+    write_statistics(results, out)
     return table
 
 
