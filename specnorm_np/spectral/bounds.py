@@ -1,0 +1,477 @@
+"""Certified intervals [lower, upper] for the operator norm of a zero-padded, strided convolution.
+
+The paper's σ of the reshaped kernel ``kernel.reshape(out, -1)`` is neither a lower nor an upper
+bound of the convolution's operator norm ‖A‖₂ (the map from (H, W, in) images to (H', W', out)
+images). This module brackets ‖A‖₂ from both sides:
+
+* **lower**: the normalized power iteration through the convolution and its adjoint
+  (:func:`~specnorm_np.spectral.conv_operator.conv_power_iteration`). Whatever the number of
+  steps, ‖A v‖ for a unit v is a lower bound, and v is returned as the witness.
+* **upper, certified, by circular embedding**: A is a restriction of a circular (periodic)
+  strided convolution C on a slightly larger grid (:func:`circular_grid` proves it), so
+  ‖A‖ ≤ ‖C‖, and ‖C‖ is the largest singular value of one small matrix per output frequency
+  (:func:`frequency_blocks`: Sedghi, Gupta & Long, ICLR 2019, with the s² aliased input
+  frequencies of a stride s grouped into one out × (s_h·s_w·in) matrix, the polyphase form).
+* **upper, certified, by Gram iteration** (Delattre, Barthélemy, Araujo & Allauzen, ICML 2023)
+  on the same per-frequency matrices: σ₁(B) ≤ ‖G_t‖_F^(1/2^(t+1)) with G_0 = B Bᴴ and
+  G_{t+1} = G_t², an upper bound at every iterate, without an SVD (:func:`gram_upper_bound`).
+
+Everything is computed in float64 (complex128) with the array module of the kernel
+(``get_array_module``), so a CuPy kernel is bounded on its device. The bounds are about the exact
+linear map whose weights are the given (e.g. float32) values; the round-off of computing them is
+covered by :data:`ROUNDOFF_MARGIN` (see :func:`roundoff_margin`). They do not cover the round-off
+of running the layer itself in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from specnorm_np.backend import get_array_module, to_numpy
+from specnorm_np.nn.conv import Conv2d
+from specnorm_np.nn.linear import Linear
+from specnorm_np.ops.im2col import as_pair, conv_output_hw
+from specnorm_np.spectral.conv_operator import (
+    _geometry,
+    conv_as_dense_matrix,
+    conv_power_iteration,
+)
+from specnorm_np.spectral.normalization import SpectralNorm
+from specnorm_np.spectral.power_iteration import normalized, random_unit_vector
+
+__all__ = [
+    "ROUNDOFF_MARGIN",
+    "DEFAULT_POWER_ITERATIONS",
+    "DEFAULT_GRAM_ITERATIONS",
+    "EXACT_MAX_COLUMNS",
+    "OperatorBounds",
+    "circular_grid",
+    "frequency_blocks",
+    "circular_upper_bound",
+    "gram_upper_bound",
+    "roundoff_margin",
+    "conv_operator_bounds",
+    "effective_weight",
+]
+
+#: smallest relative margin added to every upper bound (and taken off every lower bound)
+ROUNDOFF_MARGIN = 1e-9
+#: power-iteration steps of the lower bound (warm-started, see :func:`conv_operator_bounds`)
+DEFAULT_POWER_ITERATIONS = 100
+#: Gram-iteration steps: the bound is the ℓ_(2^(t+1)) norm of the singular values of each
+#: per-frequency matrix, at most rank^(1/2^(t+1)) times σ₁ (1.0007 for rank 64 at t = 10)
+DEFAULT_GRAM_ITERATIONS = 10
+#: ``exact="auto"`` builds the dense matrix only when its smaller side has at most this many
+EXACT_MAX_COLUMNS = 1200
+
+_UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2
+
+
+def roundoff_margin(terms: int, rows: int, columns: int) -> float:
+    """Relative margin that covers the float64 round-off of the per-frequency bound.
+
+    Forming one entry of a per-frequency matrix sums ``terms`` (≤ kh·kw) products with unit
+    complex exponentials, an error of at most (terms + 2)·u times the sum of the moduli; the SVD
+    (LAPACK, backward stable) returns σ of a matrix within p(m, n)·u·‖B‖ of B, with p a modest
+    function of the sizes (bounded here by 1000·(m + n)); a Gram iterate adds at most
+    (m + n)·u relative error per squaring, and the 2^(t+1)-th root divides it back. The margin
+    is ``max(ROUNDOFF_MARGIN, 1000·(terms + rows + columns)·u)`` with u = 2^-53: 1e-9 for every
+    layer of this project (1000·(25 + 4096)·u = 4.6e-10). The upper bound is
+    ``σ̂·(1 + margin) + margin·‖K‖_F`` (the absolute part covers the forming error, which is
+    relative to the kernel's entries rather than to σ).
+    """
+    return max(ROUNDOFF_MARGIN, 1000.0 * (terms + rows + columns) * _UNIT_ROUNDOFF)
+
+
+@dataclass(frozen=True)
+class OperatorBounds:
+    """An interval for the operator norm ‖A‖₂ of one layer's linear map.
+
+    Attributes
+    ----------
+    lower, upper : float
+        ``lower ≤ ‖A‖₂ ≤ upper``; ``upper`` is certified (see the module docstring).
+    exact : float or None
+        ‖A‖₂ from a dense SVD (or σ of a Linear weight), when it was cheap enough.
+    lower_method, upper_method : str
+    exact_method : str or None
+    witness : ndarray
+        Unit vector v with ‖A v‖ ≥ lower: (1, H, W, in) for a convolution, (in,) for a Linear.
+    iterations : int
+        Power-iteration steps used for ``lower`` (0 for a Linear layer).
+    gram_upper : float or None
+        The second certified upper bound (Gram iteration), ≥ ``upper``.
+    gram_iterations : int
+    grid : (int, int) or None
+        The circular grid (N_h, N_w) of the embedding.
+    reshaped_sigma : float
+        σ of the paper's matrix view ``weight.reshape(out, -1)``, for comparison.
+    """
+
+    lower: float
+    upper: float
+    exact: float | None
+    lower_method: str
+    upper_method: str
+    exact_method: str | None
+    witness: Any = field(repr=False)
+    iterations: int
+    gram_upper: float | None = None
+    gram_iterations: int = 0
+    grid: tuple[int, int] | None = None
+    reshaped_sigma: float = float("nan")
+
+    def contains(self, value: float) -> bool:
+        """True when ``lower <= value <= upper``."""
+        return self.lower <= value <= self.upper
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (without the witness vector)."""
+        return {"lower": self.lower, "upper": self.upper, "exact": self.exact,
+                "gram_upper": self.gram_upper, "reshaped_sigma": self.reshaped_sigma,
+                "lower_method": self.lower_method, "upper_method": self.upper_method,
+                "exact_method": self.exact_method, "iterations": self.iterations,
+                "gram_iterations": self.gram_iterations,
+                "grid": None if self.grid is None else list(self.grid)}
+
+
+def circular_grid(input_hw: Any, stride: Any = 1, padding: Any = 0) -> tuple[int, int]:
+    """The smallest circular grid (N_h, N_w) on which a zero-padded conv is a restriction.
+
+    Per axis (input size H, padding p, stride s, kernel size k): ``N = s·⌈(H + p)/s⌉``.
+
+    Proof (one axis; the 2-D case is the product). The zero-padded convolution reads
+    ``y[q] = Σ_{i<k} K[i]·x_pad[q·s + i]`` for q < H', where ``x_pad[a] = x[a − p]`` for
+    p ≤ a < p + H and 0 elsewhere, and every index read satisfies a < R = (H' − 1)·s + k ≤
+    H + 2p. Put x on a periodic grid of length N at offset p: ``z[b] = x[b − p]`` for
+    p ≤ b < p + H, z = 0 at the other positions mod N (possible without overlap when N ≥ H).
+    The circular convolution ``c[q] = Σ_i K[i]·z[(q·s + i) mod N]``, q < N/s (s divides N),
+    agrees with y at every q < H' when ``z[a mod N] = x_pad[a]`` for all a < R:
+
+    * data, p ≤ a < p + H: since N ≥ H + p, a mod N = a and z[a] = x[a − p];
+    * top padding, a < p: a + N ≥ p + H, so a is no data position mod N: z[a] = 0;
+    * bottom padding, p + H ≤ a < R: if a < N, position a holds no data; if a ≥ N, then
+      a − N < R − N ≤ H + 2p − (H + p) = p is a top-padding position; either way z = 0.
+
+    Outputs q whose window lies wholly in the padding (q·s + k ≤ p or q·s ≥ p + H; only when
+    p ≥ k or at the bottom) are zero rows of A and can be dropped without changing ‖A‖; every
+    other output has q·s < p + H ≤ N, i.e. q < N/s, a distinct output of C. So A (without
+    its zero rows) is P·C·E with E the zero-filling embedding (an isometry) and P a selection
+    of outputs (‖P‖ ≤ 1), and ‖A‖ ≤ ‖C‖. Minimality: if N < H + p and p ≤ k, the last pixel
+    x[H − 1] sits at b = (p + H − 1) mod N < p, which the first output reads through tap b as
+    padding; a kernel with a non-zero tap b then differs (for p = 0, N ≥ H is needed to hold x
+    at all). A larger N is also valid but samples the frequency response more densely, so its
+    bound is looser on average; the stride rounds N up to a multiple of s.
+
+    Parameters
+    ----------
+    input_hw : (H, W)
+    stride, padding : int or pair
+
+    Returns
+    -------
+    (N_h, N_w) : tuple of int
+    """
+    hw = as_pair(tuple(int(v) for v in input_hw), "input_hw", "circular_grid", 1)
+    strides = as_pair(stride, "stride", "circular_grid", 1)
+    pads = as_pair(padding, "padding", "circular_grid", 0)
+    return tuple(s * -(-(h + p) // s) for h, s, p in zip(hw, strides, pads))  # type: ignore
+
+
+def _phase_matrix(xp: Any, size: int, stride: int, taps: int) -> Any:
+    """E (M, s, k): E[g, r, i] = exp(2πi·g·(i // s)/M) where i mod s = r, else 0 (M = size/s)."""
+    m = size // stride
+    taps_index = xp.arange(taps)
+    frequencies = xp.arange(m)
+    angle = (2.0 * math.pi / m) * (frequencies[:, None] * (taps_index // stride)[None, :])
+    phase = xp.exp(1j * angle)  # (M, k); folding taps beyond the grid happens by periodicity
+    mask = (taps_index[None, :] % stride) == xp.arange(stride)[:, None]  # (s, k)
+    return phase[:, None, :] * mask[None, :, :]
+
+
+def frequency_blocks(kernel: Any, grid: Any, stride: Any = 1) -> Any:
+    """The per-output-frequency matrices of the circular strided convolution on ``grid``.
+
+    Circular correlation with stride s on an N-grid (s | N, M = N/s outputs per axis):
+    ``c[q] = Σ_i K[i]·z[(q·s + i) mod N]``. Split z into its s polyphase components
+    z_r[m] = z[m·s + r] and the kernel likewise, K_r[j] = K[j·s + r]; then
+    ``c[q] = Σ_r Σ_j K_r[j]·z_r[(q + j) mod M]``, a sum of s stride-1 circular correlations on
+    the M-grid. The M-point DFT diagonalises each: ĉ(g) = Σ_r B_r(g)·ẑ_r(g) with
+    B_r(g) = Σ_j K_r[j]·exp(2πi·g·j/M). The DFT (normalized) and the polyphase split are
+    unitary, so ‖C‖ = max_g σ₁([B_0(g) … B_{s−1}(g)]). In 2-D the phases are pairs
+    (r_h, r_w): one out × (s_h·s_w·in) matrix per output frequency (g_h, g_w). A unit right
+    singular vector w of the block at g gives the input z_r[m] = w_r·exp(2πi⟨g, m⟩/M), a
+    singular vector of C with the same σ.
+
+    Parameters
+    ----------
+    kernel : ndarray (out, kh, kw, in)
+    grid : (N_h, N_w), multiples of the stride
+    stride : int or pair
+
+    Returns
+    -------
+    ndarray, complex128, (M_h·M_w, out, s_h·s_w·in)
+        Frequencies in C order (g_h, g_w); columns in (r_h, r_w, in) order.
+    """
+    xp = get_array_module(kernel)
+    out_channels, kh, kw, in_channels = kernel.shape
+    sh, sw = as_pair(stride, "stride", "frequency_blocks", 1)
+    nh, nw = (int(v) for v in grid)
+    if nh % sh or nw % sw:
+        raise ValueError(f"frequency_blocks: grid {(nh, nw)} must be a multiple of the stride "
+                         f"{(sh, sw)}")
+    rows = _phase_matrix(xp, nh, sh, kh)  # (Mh, sh, kh)
+    cols = _phase_matrix(xp, nw, sw, kw)  # (Mw, sw, kw)
+    k64 = kernel.astype(xp.float64)
+    blocks = xp.einsum("gri,hsj,oijc->ghorsc", rows, cols, k64)
+    return blocks.reshape(rows.shape[0] * cols.shape[0], out_channels, sh * sw * in_channels)
+
+
+def circular_upper_bound(kernel: Any, input_hw: Any, stride: Any = 1,
+                         padding: Any = 0) -> tuple[float, dict[str, Any]]:
+    """Certified upper bound of ‖A‖₂ by circular embedding and a per-frequency SVD.
+
+    Parameters
+    ----------
+    kernel : ndarray (out, kh, kw, in)
+    input_hw : (H, W)
+    stride, padding : int or pair
+
+    Returns
+    -------
+    upper : float
+        ``σ̂·(1 + margin) + margin·‖K‖_F`` with σ̂ = max over frequencies of the computed σ₁
+        and ``margin`` from :func:`roundoff_margin`.
+    details : dict
+        ``grid`` (N_h, N_w), ``circular_norm`` (σ̂, the norm of the circular convolution),
+        ``margin``, ``absolute_margin`` (margin·‖K‖_F), ``blocks`` ((M_h·M_w, out,
+        s_h·s_w·in)) and ``start``: a real unit
+        (1, H, W, in) input built from the top singular vector (a warm start for the lower
+        bound).
+    """
+    xp = get_array_module(kernel)
+    hw = as_pair(tuple(int(v) for v in input_hw), "input_hw", "circular_upper_bound", 1)
+    strides = as_pair(stride, "stride", "circular_upper_bound", 1)
+    pads = as_pair(padding, "padding", "circular_upper_bound", 0)
+    conv_output_hw(hw, kernel.shape[1:3], strides, pads, owner="circular_upper_bound")
+    grid = circular_grid(hw, strides, pads)
+    blocks = frequency_blocks(kernel, grid, strides)
+    _, values, right_h = xp.linalg.svd(blocks, full_matrices=False)
+    top = values[:, 0]
+    best = int(xp.argmax(top))
+    sigma = float(top[best])
+    margin = roundoff_margin(kernel.shape[1] * kernel.shape[2], *blocks.shape[1:])
+    frobenius = float(xp.sqrt((kernel.astype(xp.float64) ** 2).sum()))
+    upper = sigma * (1.0 + margin) + margin * frobenius
+    start = _input_from_frequency(xp, right_h[best, 0].conj(), best, grid, strides, pads, hw,
+                                  kernel.shape[3])
+    return upper, {"grid": grid, "circular_norm": sigma, "margin": margin, "blocks": blocks,
+                   "start": start, "absolute_margin": margin * frobenius}
+
+
+def _input_from_frequency(xp: Any, w: Any, index: int, grid: tuple[int, int],
+                          stride: tuple[int, int], padding: tuple[int, int],
+                          input_hw: tuple[int, int], channels: int) -> Any:
+    """Real unit (1, H, W, in) image: the grid singular vector of frequency ``index``, cropped."""
+    (nh, nw), (sh, sw), (ph, pw), (h, w_) = grid, stride, padding, input_hw
+    mh, mw = nh // sh, nw // sw
+    gh, gw = divmod(index, mw)
+    bh, bw = xp.arange(h) + ph, xp.arange(w_) + pw  # grid positions of the input pixels
+    phase = xp.exp(1j * 2.0 * math.pi * ((gh * (bh // sh) / mh)[:, None]
+                                         + (gw * (bw // sw) / mw)[None, :]))  # (H, W)
+    weights = w.reshape(sh, sw, channels)[(bh % sh)[:, None], (bw % sw)[None, :]]  # (H, W, in)
+    image = phase[:, :, None] * weights
+    real, imaginary = image.real, image.imag
+    pick = real if float((real**2).sum()) >= float((imaginary**2).sum()) else imaginary
+    unit, _ = normalized(pick[None].astype(xp.float64))
+    return unit
+
+
+def gram_upper_bound(blocks: Any, iterations: int = DEFAULT_GRAM_ITERATIONS,
+                     absolute_margin: float = 0.0) -> float:
+    """Certified upper bound of max_g σ₁(B_g) by Gram iteration, without an SVD.
+
+    With G_0 = B Bᴴ (or Bᴴ B, whichever is smaller) and G_{t+1} = G_t G_t (G_t is Hermitian,
+    so this is G_tᴴ G_t): σ₁(G_t) = σ₁(B)^(2^(t+1)) ≤ ‖G_t‖_F, hence
+    σ₁(B) ≤ ‖G_t‖_F^(1/2^(t+1)) = (Σ_i σ_i^(2^(t+2)))^(1/2^(t+2)), an ℓ_p norm of the singular
+    values that decreases to σ₁ as t grows. Each G_t is divided by its Frobenius norm before
+    squaring (the logarithm of the scale is carried), so nothing overflows.
+
+    Parameters
+    ----------
+    blocks : ndarray (F, m, n), e.g. from :func:`frequency_blocks`
+    iterations : int >= 0
+    absolute_margin : float
+        Added to the result: the error of forming ``blocks`` (``margin·‖K‖_F`` for blocks from
+        a kernel, as in :func:`circular_upper_bound`).
+
+    Returns
+    -------
+    float
+        max over the F matrices of the bound, times (1 + :func:`roundoff_margin`), plus
+        ``absolute_margin``.
+    """
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"gram_upper_bound: iterations must be an int >= 0, got {iterations!r}")
+    xp = get_array_module(blocks)
+    _, m, n = blocks.shape
+    if m <= n:
+        gram = blocks @ xp.conj(blocks).transpose(0, 2, 1)
+    else:
+        gram = xp.conj(blocks).transpose(0, 2, 1) @ blocks
+    log_scale = xp.zeros(gram.shape[0])
+    for _ in range(int(iterations)):
+        norms = xp.sqrt((xp.abs(gram) ** 2).sum(axis=(1, 2)))
+        norms = xp.where(norms > 0, norms, 1.0)
+        gram = gram / norms[:, None, None]
+        log_scale = 2.0 * (log_scale + xp.log(norms))
+        gram = gram @ gram
+    final = xp.sqrt((xp.abs(gram) ** 2).sum(axis=(1, 2)))
+    with np.errstate(divide="ignore"):
+        logs = (log_scale + xp.log(final)) / 2.0 ** (int(iterations) + 1)
+    bound = float(xp.exp(logs).max())
+    return bound * (1.0 + roundoff_margin(0, m, n)) + float(absolute_margin)
+
+
+def effective_weight(layer: Any) -> Any:
+    """The weight a layer multiplies by: ``weight`` or, for :class:`SpectralNorm`, W / σ.
+
+    For a SpectralNorm wrapper σ is the eval-mode ``u·(W_mat v)`` computed as the layer does
+    (in the weight's dtype); the division is done in float64. Returns an array of the layer's
+    device, float64.
+    """
+    if isinstance(layer, SpectralNorm):
+        weight = layer.layer.weight.data
+        xp = get_array_module(weight)
+        sigma = layer.u @ (weight.reshape(weight.shape[0], -1) @ layer.v)
+        sigma = float(sigma) if float(sigma) > 0 else 1.0
+        return weight.astype(xp.float64) / sigma
+    weight = layer.weight.data
+    return weight.astype(get_array_module(weight).float64)
+
+
+def _reshaped_sigma(weight: Any) -> float:
+    host = np.asarray(to_numpy(weight), dtype=np.float64)
+    return float(np.linalg.svd(host.reshape(host.shape[0], -1), compute_uv=False)[0])
+
+
+def _linear_bounds(weight: Any) -> OperatorBounds:
+    """Exact interval of a Linear weight (out, in): σ₁ by SVD, ± the round-off margin."""
+    xp = get_array_module(weight)
+    w64 = weight.astype(xp.float64)
+    _, values, right_h = xp.linalg.svd(w64, full_matrices=False)
+    sigma = float(values[0])
+    margin = roundoff_margin(1, *w64.shape)
+    return OperatorBounds(
+        lower=sigma * (1.0 - margin), upper=sigma * (1.0 + margin), exact=sigma,
+        lower_method="SVD of the matrix", upper_method="SVD of the matrix",
+        exact_method="SVD of the matrix", witness=right_h[0], iterations=0,
+        reshaped_sigma=sigma)
+
+
+def conv_operator_bounds(
+    layer_or_kernel: Any,
+    input_hw: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    *,
+    power_iterations: int = DEFAULT_POWER_ITERATIONS,
+    gram_iterations: int | None = DEFAULT_GRAM_ITERATIONS,
+    exact: bool | str = "auto",
+    seed: int | None = None,
+) -> OperatorBounds:
+    """[lower, upper] of the operator norm of a zero-padded strided convolution (or a Linear).
+
+    Parameters
+    ----------
+    layer_or_kernel : Conv2d, Linear, SpectralNorm, ndarray (out, kh, kw, in) or (out, in)
+        A layer supplies its weight (W/σ for a SpectralNorm wrapper), stride and padding, and,
+        unless ``input_hw`` is given, its last input size. A 2-D array or a Linear layer gives
+        the exact interval σ₁(W)·(1 ∓ margin).
+    input_hw : (H, W)
+    stride, padding : int or pair
+        For a bare kernel; ignored for a layer.
+    power_iterations : int >= 0
+        Steps of the lower bound's power iteration (default 100). The start is not random: it
+        is the top singular vector of the circular embedding, cropped to the input (its error
+        is a boundary effect). Measured on random 3x3 kernels, padding 1 (16-64 channels,
+        8-32 px, stride 1-2), upper/lower − 1 after 0 / 10 / 30 / 100 / 300 steps was, e.g. at
+        32→32 channels, 32x32: 1.7% / 0.27% / 0.18% / 0.146% / 0.142%; at 64→64, 32x32:
+        3.2% / 0.38% / 0.21% / 0.134% / 0.112%; a random start needed 300 steps to reach
+        0.26% and 0.13%. 100 steps cost less than the per-frequency SVD on such layers. Any
+        number of steps gives a valid lower bound; more only tighten it. ``seed`` switches to
+        a random start.
+    gram_iterations : int or None
+        Steps of the second upper bound (:func:`gram_upper_bound`); None skips it.
+    exact : bool or "auto"
+        Compute ‖A‖₂ by a dense SVD of :func:`conv_as_dense_matrix` (float64, host); "auto"
+        does so when the matrix's smaller side is at most :data:`EXACT_MAX_COLUMNS`.
+    seed : int or None
+        None: warm start (see above); an int: a seeded random start.
+
+    Returns
+    -------
+    OperatorBounds
+        ``lower`` = ‖A v‖·(1 − margin) for the unit witness v (1, H, W, in) after the power
+        iteration; ``upper`` from :func:`circular_upper_bound`; ``gram_upper``; ``exact``.
+    """
+    owner = "conv_operator_bounds"
+    target = layer_or_kernel
+    if isinstance(target, SpectralNorm):
+        inner = target.layer
+        weight = effective_weight(target)
+        if isinstance(inner, Linear):
+            return _linear_bounds(weight)
+        if not isinstance(inner, Conv2d):
+            raise ValueError(f"{owner}: SpectralNorm must wrap a Conv2d or Linear, got "
+                             f"{type(inner).__name__}")
+        stride, padding = inner.stride, inner.padding
+        input_hw = inner.input_hw if input_hw is None else input_hw
+        target = weight
+        if input_hw is None:
+            raise ValueError(f"{owner}: {inner.label} has no input size yet; run a forward pass "
+                             "or pass input_hw=(H, W)")
+    if isinstance(target, Linear):
+        return _linear_bounds(effective_weight(target))
+    if getattr(target, "ndim", 0) == 2:
+        return _linear_bounds(target)
+    kernel, hw, strides, pads = _geometry(target, input_hw, stride, padding, owner)
+    if isinstance(power_iterations, bool) or int(power_iterations) != power_iterations \
+            or power_iterations < 0:
+        raise ValueError(f"{owner}: power_iterations must be an int >= 0, got "
+                         f"{power_iterations!r}")
+    xp = get_array_module(kernel)
+    kernel = kernel.astype(xp.float64)
+    upper, details = circular_upper_bound(kernel, hw, strides, pads)
+    start = details["start"]
+    if seed is not None:
+        start = random_unit_vector((1, *hw, kernel.shape[3]), kernel, seed, owner)
+    _, _, witness = conv_power_iteration(kernel, start, hw, strides, pads, int(power_iterations))
+    value, _, _ = conv_power_iteration(kernel, witness, hw, strides, pads, 0)  # ‖A v‖
+    margin = details["margin"]
+    lower = float(value) * (1.0 - margin)
+    gram = None if gram_iterations is None else gram_upper_bound(
+        details["blocks"], gram_iterations, details["absolute_margin"])
+    exact_value, exact_method = None, None
+    out_hw = conv_output_hw(hw, kernel.shape[1:3], strides, pads, owner=owner)
+    columns = min(hw[0] * hw[1] * kernel.shape[3], out_hw[0] * out_hw[1] * kernel.shape[0])
+    if exact is True or (exact == "auto" and columns <= EXACT_MAX_COLUMNS):
+        dense = conv_as_dense_matrix(np.asarray(to_numpy(kernel)), hw, strides, pads)
+        exact_value = float(np.linalg.svd(dense, compute_uv=False)[0])
+        exact_method = "dense SVD"
+    elif exact not in (False, "auto"):
+        raise ValueError(f"{owner}: exact must be True, False or 'auto', got {exact!r}")
+    start_kind = "circular warm start" if seed is None else f"random start (seed {seed})"
+    return OperatorBounds(
+        lower=lower, upper=upper, exact=exact_value,
+        lower_method=f"power iteration ({int(power_iterations)} steps, {start_kind})",
+        upper_method="circular embedding + per-frequency SVD" + (
+            " (polyphase)" if strides != (1, 1) else ""),
+        exact_method=exact_method, witness=witness, iterations=int(power_iterations),
+        gram_upper=gram, gram_iterations=0 if gram_iterations is None else int(gram_iterations),
+        grid=details["grid"], reshaped_sigma=_reshaped_sigma(kernel))
