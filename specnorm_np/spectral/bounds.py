@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_POWER_ITERATIONS",
     "DEFAULT_GRAM_ITERATIONS",
     "EXACT_MAX_COLUMNS",
+    "DEFAULT_GRIDS",
     "OperatorBounds",
     "circular_grid",
     "frequency_blocks",
@@ -65,6 +66,8 @@ DEFAULT_POWER_ITERATIONS = 100
 #: Gram-iteration steps: the bound is the ℓ_(2^(t+1)) norm of the singular values of each
 #: per-frequency matrix, at most rank^(1/2^(t+1)) times σ₁ (1.0007 for rank 64 at t = 10)
 DEFAULT_GRAM_ITERATIONS = 10
+#: grid sizes per axis tried by the circular bound (the minimum over them is certified)
+DEFAULT_GRIDS = 3
 #: ``exact="auto"`` builds the dense matrix only when its smaller side has at most this many
 EXACT_MAX_COLUMNS = 1200
 
@@ -232,15 +235,25 @@ def frequency_blocks(kernel: Any, grid: Any, stride: Any = 1) -> Any:
     return blocks.reshape(rows.shape[0] * cols.shape[0], out_channels, sh * sw * in_channels)
 
 
-def circular_upper_bound(kernel: Any, input_hw: Any, stride: Any = 1,
-                         padding: Any = 0) -> tuple[float, dict[str, Any]]:
+def circular_upper_bound(kernel: Any, input_hw: Any, stride: Any = 1, padding: Any = 0,
+                         grids: int = DEFAULT_GRIDS) -> tuple[float, dict[str, Any]]:
     """Certified upper bound of ‖A‖₂ by circular embedding and a per-frequency SVD.
+
+    Every grid at least as large as :func:`circular_grid`'s (in steps of the stride) is a valid
+    embedding, and each samples the kernel's frequency response at other points, so the
+    minimum over several grids is still certified and can be tighter: the peak of the response
+    may fall between the samples of one grid but not of another. ``grids`` = g tries the g
+    smallest sizes per axis (g² grids). Measured on random 16→16 3x3 kernels, padding 1, at
+    16x16: upper/exact − 1 of 0.68% / 0.57% / 0.84% with one grid, 0.48% / 0.45% / 0.48% with
+    the minimum over 4x4 grids.
 
     Parameters
     ----------
     kernel : ndarray (out, kh, kw, in)
     input_hw : (H, W)
     stride, padding : int or pair
+    grids : int >= 1
+        Grid sizes tried per axis (default 3: 9 grids, 9 per-frequency SVDs).
 
     Returns
     -------
@@ -259,16 +272,25 @@ def circular_upper_bound(kernel: Any, input_hw: Any, stride: Any = 1,
     strides = as_pair(stride, "stride", "circular_upper_bound", 1)
     pads = as_pair(padding, "padding", "circular_upper_bound", 0)
     conv_output_hw(hw, kernel.shape[1:3], strides, pads, owner="circular_upper_bound")
-    grid = circular_grid(hw, strides, pads)
-    blocks = frequency_blocks(kernel, grid, strides)
-    _, values, right_h = xp.linalg.svd(blocks, full_matrices=False)
-    top = values[:, 0]
-    best = int(xp.argmax(top))
-    sigma = float(top[best])
-    margin = roundoff_margin(kernel.shape[1] * kernel.shape[2], *blocks.shape[1:])
+    if isinstance(grids, bool) or int(grids) != grids or grids < 1:
+        raise ValueError(f"circular_upper_bound: grids must be an int >= 1, got {grids!r}")
+    smallest = circular_grid(hw, strides, pads)
+    margin = roundoff_margin(kernel.shape[1] * kernel.shape[2], kernel.shape[0],
+                             strides[0] * strides[1] * kernel.shape[3])
     frobenius = float(xp.sqrt((kernel.astype(xp.float64) ** 2).sum()))
+    chosen: tuple[float, Any, Any, Any, int] | None = None
+    for extra_h in range(int(grids)):
+        for extra_w in range(int(grids)):
+            grid = (smallest[0] + extra_h * strides[0], smallest[1] + extra_w * strides[1])
+            blocks = frequency_blocks(kernel, grid, strides)
+            _, values, right_h = xp.linalg.svd(blocks, full_matrices=False)
+            best = int(xp.argmax(values[:, 0]))
+            sigma = float(values[best, 0])
+            if chosen is None or sigma < chosen[0]:
+                chosen = (sigma, grid, blocks, right_h[best, 0], best)
+    sigma, grid, blocks, top_vector, best = chosen  # type: ignore[misc]
     upper = sigma * (1.0 + margin) + margin * frobenius
-    start = _input_from_frequency(xp, right_h[best, 0].conj(), best, grid, strides, pads, hw,
+    start = _input_from_frequency(xp, top_vector.conj(), best, grid, strides, pads, hw,
                                   kernel.shape[3])
     return upper, {"grid": grid, "circular_norm": sigma, "margin": margin, "blocks": blocks,
                    "start": start, "absolute_margin": margin * frobenius}
@@ -384,6 +406,7 @@ def conv_operator_bounds(
     gram_iterations: int | None = DEFAULT_GRAM_ITERATIONS,
     exact: bool | str = "auto",
     seed: int | None = None,
+    grids: int = DEFAULT_GRIDS,
 ) -> OperatorBounds:
     """[lower, upper] of the operator norm of a zero-padded strided convolution (or a Linear).
 
@@ -413,6 +436,8 @@ def conv_operator_bounds(
         does so when the matrix's smaller side is at most :data:`EXACT_MAX_COLUMNS`.
     seed : int or None
         None: warm start (see above); an int: a seeded random start.
+    grids : int >= 1
+        Grid sizes per axis of the circular bound (see :func:`circular_upper_bound`).
 
     Returns
     -------
@@ -447,7 +472,7 @@ def conv_operator_bounds(
                          f"{power_iterations!r}")
     xp = get_array_module(kernel)
     kernel = kernel.astype(xp.float64)
-    upper, details = circular_upper_bound(kernel, hw, strides, pads)
+    upper, details = circular_upper_bound(kernel, hw, strides, pads, grids)
     start = details["start"]
     if seed is not None:
         start = random_unit_vector((1, *hw, kernel.shape[3]), kernel, seed, owner)
