@@ -8,6 +8,7 @@ import pytest
 from specnorm_np import nn
 from specnorm_np.spectral import SpectralNorm, conv_as_dense_matrix, conv_operator_bounds
 from specnorm_np.spectral import bounds as bounds_module
+from specnorm_np.spectral import circular as circular_module
 from specnorm_np.spectral.bounds import circular_grid, frequency_blocks, gram_upper_bound
 
 # (out, kh, kw, in), input (H, W), stride, padding: channels 1-32, kernels 1-5 (even too),
@@ -151,7 +152,7 @@ def test_a_wrong_bound_is_caught(rng, monkeypatch, mutation):
     """The checks above fail for a deliberately tightened or loosened bound."""
     original = bounds_module.circular_upper_bound
     if mutation == "small_grid":  # one row and column less than the proven grid
-        monkeypatch.setattr(bounds_module, "circular_grid", lambda hw, s=1, p=0: tuple(
+        monkeypatch.setattr(circular_module, "circular_grid", lambda hw, s=1, p=0: tuple(
             int(h) + (int(q) if isinstance(q, int) else int(q[0])) - 1 for h, q in
             zip(hw, (p, p) if isinstance(p, int) else p)))
     else:

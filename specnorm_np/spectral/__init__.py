@@ -9,7 +9,8 @@ spectral normalization.
 * :mod:`~specnorm_np.spectral.conv_operator`: the true operator norm of a convolution.
 * :mod:`~specnorm_np.spectral.normalization`: ``SpectralNorm``, the SN-GAN wrapper W/σ(W).
 * :mod:`~specnorm_np.spectral.bounds`: ``conv_operator_bounds``, a certified interval
-  [lower, upper] for the operator norm of a zero-padded, strided convolution.
+  [lower, upper] for the operator norm of a zero-padded, strided convolution (the circular
+  embedding and the per-frequency bounds are in :mod:`~specnorm_np.spectral.circular`).
 * :mod:`~specnorm_np.spectral.lipschitz`: ``lipschitz_upper_bound`` (certified, per layer and
   for the network) and ``local_lipschitz`` (σ(J(x)) measured at data points).
 * :mod:`~specnorm_np.spectral.robustness`: ``certified_radius``, ``certified_accuracy``.
