@@ -36,7 +36,7 @@ import os
 
 QUICK = os.environ.get("SPECNORM_NB_QUICK", "0") == "1"
 SEED = 0
-TRAIN_SIZE = 500 if QUICK else 2000  # images for the CNN of section 4
+TRAIN_SIZE = 500 if QUICK else 2000  # images for the CNN of section 5
 EPOCHS = 1 if QUICK else 3
 WIDTH = 8 if QUICK else 16  # channels of the first conv block
 POWER_STEPS = 100 if QUICK else 200  # power-iteration steps for operator norms
@@ -228,7 +228,106 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 4. On kernels of a trained CNN
+# ## 4. The interval: a certified upper bound next to the power iteration's lower bound
+#
+# The reshaped σ is **neither bound** of the zero-padded operator norm. It is usually far below
+# ‖A‖ (the taps add up coherently at some frequency), but on small inputs, where most taps only
+# ever see padding, it can be above: on a 1×1 input a 3×3 conv with padding 1 uses only its
+# centre tap, so ‖A‖ = σ(K_centre) ≤ σ(W_mat). Power iteration gives a lower bound with a
+# witness vector; for a *certified* upper bound we embed the layer in a circular convolution:
+#
+# * **circular embedding.** Put the H×W input at offset (p_h, p_w) on a periodic grid of
+#   N_h = H + p_h rows (N_w = W + p_w columns; rounded up to a multiple of the stride). No data
+#   pixel then wraps into a padding position that a window reads, so the zero-padded conv is a
+#   *restriction* of the circular one, A = P·C·E, and ‖A‖ ≤ ‖C‖
+#   (`specnorm_np.spectral.bounds.circular_grid` has the proof, and shows the grid is the
+#   smallest that works);
+# * **exact per frequency.** ‖C‖ is the largest σ of one small matrix per output frequency (the
+#   2-D DFT of the kernel); with stride s the s² input frequencies that alias onto one output
+#   frequency are grouped into one out × (s²·in) matrix (polyphase), so strided layers stay tight;
+# * **the certificate.** `conv_operator_bounds` returns [lower, upper] with a documented round-off
+#   margin; Gram iteration (Delattre et al. 2023) gives a second certified upper bound without an
+#   SVD.
+
+# %%
+from specnorm_np.spectral import SpectralNorm, conv_operator_bounds
+from specnorm_np.spectral.bounds import circular_grid, frequency_blocks
+
+# reshaped σ above the true norm: a 1x1 input sees only the centre tap
+kernel = rng.standard_normal((8, 3, 3, 8))
+tiny = conv_operator_bounds(kernel, (1, 1), 1, 1, exact=True)
+sigma_matrix = np.linalg.svd(kernel.reshape(8, -1), compute_uv=False)[0]
+assert tiny.exact < sigma_matrix
+# ... and below it at 8x8
+small = conv_operator_bounds(kernel, (8, 8), 1, 1, exact=True)
+assert small.lower > sigma_matrix
+print(f"σ(W_mat) = {sigma_matrix:.3f}; ‖A‖ on 1x1 inputs {tiny.exact:.3f} (below it), on 8x8 "
+      f"inputs in [{small.lower:.3f}, {small.upper:.3f}] (above it)")
+
+# the circular bound on the smallest grid, against the dense SVD of the zero-padded conv
+hw, pad = (6, 5), (1, 1)
+grid = circular_grid(hw, 1, pad)
+blocks = frequency_blocks(kernel, grid, 1)
+top_block = np.linalg.svd(blocks, compute_uv=False)[:, 0].max()
+exact_zero = np.linalg.svd(conv_as_dense_matrix(kernel, hw, 1, pad), compute_uv=False)[0]
+assert exact_zero <= top_block
+print(f"grid {grid} for a {hw} input with padding {pad}: ‖A‖ = {exact_zero:.4f} <= ‖C‖ = "
+      f"{top_block:.4f}")
+
+# %% [markdown]
+# How tight is the interval? Random 16→16 3×3 kernels with padding 1 (the models' layers),
+# stride 1 and 2, at growing input sizes; the exact norm by dense SVD where it fits.
+
+# %%
+sizes = (8, 12) if QUICK else (8, 12, 16, 24, 32)
+table = []
+for stride in (1, 2):
+    for size in sizes:
+        kernel = rng.standard_normal((16, 3, 3, 16)) / 12.0
+        bounds = conv_operator_bounds(kernel, (size, size), stride, 1, exact=size <= 8)
+        if bounds.exact is not None:
+            assert bounds.lower <= bounds.exact <= bounds.upper
+        assert bounds.gram_upper >= bounds.upper * (1 - 1e-9)
+        table.append((stride, size, bounds.reshaped_sigma, bounds.lower, bounds.upper,
+                      bounds.exact))
+        print(f"stride {stride}, {size:>2}x{size:<2}: reshaped σ {bounds.reshaped_sigma:.3f}, "
+              f"‖A‖ in [{bounds.lower:.4f}, {bounds.upper:.4f}] (width "
+              f"{bounds.upper / bounds.lower - 1:.2%})"
+              + ("" if bounds.exact is None else f", dense SVD {bounds.exact:.4f}"))
+widths = {s: [r[4] / r[3] - 1 for r in table if r[0] == s] for s in (1, 2)}
+assert widths[1][-1] < widths[1][0]  # the boundary effect shrinks as the input grows
+
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for stride, marker in ((1, "o-"), (2, "s--")):
+    ax.plot(sizes, np.array(widths[stride]) * 100, marker, label=f"stride {stride}")
+ax.set(xlabel="input size H = W", ylabel="upper / lower − 1 (%)",
+       title="Width of the certified interval, 3×3 kernels, padding 1")
+ax.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The certificate settles a question users of spectral normalization keep asking (PyTorch
+# issue #99149): dividing a kernel by its reshaped σ does **not** make the convolution
+# 1-Lipschitz. The certified *lower* bound below is a proof, with a witness image.
+
+# %%
+conv = nn.Conv2d(16, 16, 7, padding=3, rng=SEED, dtype=np.float64)
+normalized_layer = SpectralNorm(conv, power_iterations=50)
+normalized_layer.forward(rng.standard_normal((2, 12, 12, 16)))  # converges u, v
+normalized_layer.eval()
+bounds = conv_operator_bounds(normalized_layer, power_iterations=POWER_STEPS)
+witness = bounds.witness
+gain = np.linalg.norm(normalized_layer.forward(witness)
+                      - normalized_layer.forward(np.zeros_like(witness)))
+assert abs(bounds.reshaped_sigma - 1) < 1e-3 and bounds.lower > 1.3
+assert gain >= bounds.lower  # the witness really is amplified that much by the layer
+print(f"SpectralNorm'd 7x7 conv at 12x12: reshaped σ = {bounds.reshaped_sigma:.4f}, true norm in "
+      f"[{bounds.lower:.3f}, {bounds.upper:.3f}]: the layer amplifies its witness image "
+      f"{gain:.3f}×")
+
+# %% [markdown]
+# ## 5. On kernels of a trained CNN
 #
 # Random kernels are one thing; what about kernels that learnt image features? We train the
 # library's small VGG-style CNN on CIFAR-10 (or on digits when CIFAR-10 is absent), with and

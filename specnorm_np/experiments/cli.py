@@ -166,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--alpha", type=float, default=None)
 
     sub.add_parser("gradcheck", help="numerical gradient check of every layer and regularizer")
+
+    certify = sub.add_parser(
+        "certify", help="certified per-layer norm intervals, Lipschitz bound and certified "
+        "accuracy of every run with weights.npz in a compare directory")
+    certify.add_argument("directory")
+    certify.add_argument("--test-size", type=int, default=500,
+                         help="test images for the certified accuracy (multiple of 10)")
+    certify.add_argument("--radii", nargs="+", default=None,
+                         help="l2 radii (default 0 0.01 0.03 0.1 0.3)")
+    certify.add_argument("--local-examples", type=int, default=100,
+                         help="test images at which sigma(J(x)) is measured")
+    certify.add_argument("--power-iterations", type=int, default=None,
+                         help="steps of each layer's lower bound (default 100)")
+    certify.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
+    certify.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     return parser
 
 
@@ -258,6 +273,25 @@ def _report(results: list, out: str, alpha: float | None, layer: str | None,
     return 0
 
 
+def _certify(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from specnorm_np.experiments.certify import DEFAULT_RADII, certify_directory
+    from specnorm_np.spectral.bounds import DEFAULT_POWER_ITERATIONS
+
+    radii = _items(args.radii, float) if args.radii else list(DEFAULT_RADII)
+    with threadpool_limits(limits=args.threads or None):
+        report = certify_directory(
+            args.directory, test_size=args.test_size, radii=radii, root=args.data_root,
+            local_examples=args.local_examples, quiet=False,
+            power_iterations=args.power_iterations or DEFAULT_POWER_ITERATIONS)
+    for run, reason in report["skipped"].items():
+        print(f"{run}: skipped ({reason})")
+    print(f"wrote {args.directory}/certified.json"
+          + (f" and {report['figure']}" if report.get("figure") else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -276,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "compare":
             return _compare(args, parser)
+        if args.command == "certify":
+            return _certify(args)
         if args.command == "plot":
             from specnorm_np.experiments.compare import load_results
 

@@ -8,8 +8,15 @@ spectral normalization.
 * :mod:`~specnorm_np.spectral.regularizer`: ``SpectralNormRegularizer`` (λ/2)·Σσ².
 * :mod:`~specnorm_np.spectral.conv_operator`: the true operator norm of a convolution.
 * :mod:`~specnorm_np.spectral.normalization`: ``SpectralNorm``, the SN-GAN wrapper W/σ(W).
+* :mod:`~specnorm_np.spectral.bounds`: ``conv_operator_bounds``, a certified interval
+  [lower, upper] for the operator norm of a zero-padded, strided convolution (the circular
+  embedding and the per-frequency bounds are in :mod:`~specnorm_np.spectral.circular`).
+* :mod:`~specnorm_np.spectral.lipschitz`: ``lipschitz_upper_bound`` (certified, per layer and
+  for the network) and ``local_lipschitz`` (σ(J(x)) measured at data points).
+* :mod:`~specnorm_np.spectral.robustness`: ``certified_radius``, ``certified_accuracy``.
 """
 
+from specnorm_np.spectral.bounds import OperatorBounds, conv_operator_bounds
 from specnorm_np.spectral.conv_operator import (
     conv_as_dense_matrix,
     conv_as_linear_operator,
@@ -17,6 +24,12 @@ from specnorm_np.spectral.conv_operator import (
     conv_power_iteration,
     conv_singular_values_fft,
     layer_spectra,
+)
+from specnorm_np.spectral.lipschitz import (
+    LayerBound,
+    NetworkBound,
+    lipschitz_upper_bound,
+    local_lipschitz,
 )
 from specnorm_np.spectral.normalization import SpectralNorm
 from specnorm_np.spectral.power_iteration import (
@@ -26,6 +39,7 @@ from specnorm_np.spectral.power_iteration import (
     top_singular_triplet,
 )
 from specnorm_np.spectral.regularizer import SpectralNormRegularizer, SpectralState
+from specnorm_np.spectral.robustness import certified_accuracy, certified_radius, logit_margins
 from specnorm_np.spectral.views import as_matrix, from_matrix, named_weights
 
 __all__ = [
@@ -45,4 +59,13 @@ __all__ = [
     "conv_as_linear_operator",
     "layer_spectra",
     "SpectralNorm",
+    "OperatorBounds",
+    "conv_operator_bounds",
+    "LayerBound",
+    "NetworkBound",
+    "lipschitz_upper_bound",
+    "local_lipschitz",
+    "logit_margins",
+    "certified_radius",
+    "certified_accuracy",
 ]
