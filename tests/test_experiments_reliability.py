@@ -52,6 +52,13 @@ def test_run_directory_records_its_identity_code_and_weights(tmp_path) -> None:
     assert all(v.dtype == np.float16 for v in weights.values())
     model = build_model("mlp", (8, 8, 1), 10, width=16)
     model.load_state_dict(weights)  # the saved weights rebuild the model
+    certified = result["certified"]  # the certificate of the finished model
+    assert certified["test_examples"] == 100
+    layers = {layer["name"]: layer for layer in certified["layers"]}
+    assert layers["1.weight"]["lower"] <= layers["1.weight"]["upper"]
+    assert certified["local_lipschitz_max"] <= certified["lipschitz_upper"]
+    assert "certified" not in run_one(configs(methods=("decay",))[0], DIGITS, tmp_path,
+                                      certify=0)
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "history.jsonl", "result.json", "run.json", "weights.npz"]  # no temporaries left
 

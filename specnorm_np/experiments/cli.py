@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--hessian-examples", type=POSITIVE_INT, default=500)
     compare.add_argument("--hessian-iterations", type=POSITIVE_INT, default=20)
     compare.add_argument("--no-hessian", action="store_true")
+    compare.add_argument("--certify-examples", type=NON_NEGATIVE_INT, default=500,
+                         help="test images for each finished run's certified accuracy, with the "
+                              "per-layer true-norm intervals and the certified Lipschitz bound "
+                              "(0: skip)")
     compare.add_argument("--alpha", type=float, default=None,
                          help="threshold of gap_alpha (default: chosen per batch size)")
     compare.add_argument("--out", required=True, help="output directory")
@@ -241,7 +245,8 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     start = time.perf_counter()
     results = run_grid(configs, spec, args.out, jobs=args.jobs, threads=args.threads or None,
                        backend=args.backend, scheduler=args.scheduler, quiet=args.quiet,
-                       keep_checkpoints=args.keep_checkpoints, overwrite=args.overwrite)
+                       keep_checkpoints=args.keep_checkpoints, overwrite=args.overwrite,
+                       certify=args.certify_examples)
     if not args.quiet:
         print(f"grid done in {time.perf_counter() - start:.0f} s", flush=True)
     code = _report(load_results(args.out), args.out, args.alpha, None, quiet=args.quiet)

@@ -63,6 +63,7 @@ __all__ = ["run_id", "build_configs", "run_one", "run_grid", "load_results", "da
 
 PAPER_METHODS = ("vanilla", "decay", "adversarial", "spectral")
 STATUSES_WITH_RESULTS = ("finished", "diverged")
+CERTIFY_EXAMPLES = 500  # test images for each finished run's certified accuracy
 
 
 class ResultsError(ValueError):
@@ -197,14 +198,17 @@ def _watch_parent(parent_pid: int | None) -> None:
 
 def run_one(config: TrainConfig, spec: DataSpec, out: str | Path, *, threads: int | None = 1,
             quiet: bool = True, keep_checkpoints: bool = False, overwrite: bool = False,
-            parent_pid: int | None = None) -> dict[str, Any]:
+            parent_pid: int | None = None, certify: int = CERTIFY_EXAMPLES) -> dict[str, Any]:
     """Run (or resume, or skip when finished) one configuration; returns its result dict.
 
     ``threads`` caps the BLAS threads of this run (threadpoolctl); None leaves them alone.
     A diverged run is recorded with ``status: "diverged"`` and its message, not raised. A run
     directory that holds another configuration gives ``status: "refused"`` (or is deleted and
     redone with ``overwrite``); an unreadable checkpoint gives ``status: "failed"``; neither
-    writes a result file.
+    writes a result file. A finished run also records, under ``"certified"``, the per-layer
+    intervals of the true operator norms, the certified Lipschitz bound and the certified
+    accuracy at a few radii on ``certify`` test images
+    (:func:`~specnorm_np.experiments.certify.certify_model`; 0 skips it).
     """
     from threadpoolctl import threadpool_limits
 
@@ -283,6 +287,15 @@ def run_one(config: TrainConfig, spec: DataSpec, out: str | Path, *, threads: in
         "train_seconds": sum(r["seconds"] for r in history),
         "wall_seconds": time.perf_counter() - start,
     }
+    if status == "finished" and certify:
+        from specnorm_np.experiments.certify import certify_model
+
+        data = trainer.data
+        count = min(int(certify), int(data.x_test.shape[0]))
+        with threadpool_limits(limits=threads):
+            result["certified"] = certify_model(trainer.model, data.x_test[:count],
+                                                data.y_test[:count])
+        result["certified"]["test_examples"] = count
     if status == "finished":
         _save_weights(run_dir / "weights.npz", trainer.model)
     _write_json(result_path, result)
@@ -319,7 +332,7 @@ def _dask_client(address: str | None, workers: int) -> Any:
 def run_grid(configs: Sequence[TrainConfig], spec: DataSpec, out: str | Path, *, jobs: int = 1,
              threads: int | None = 1, backend: str = "loky", scheduler: str | None = None,
              quiet: bool = False, keep_checkpoints: bool = False,
-             overwrite: bool = False) -> list[dict[str, Any]]:
+             overwrite: bool = False, certify: int = CERTIFY_EXAMPLES) -> list[dict[str, Any]]:
     """Run every configuration; ``jobs`` > 1 in worker processes through joblib.
 
     ``backend="loky"``: local processes. ``backend="dask"``: joblib's Dask backend on the active
@@ -340,7 +353,7 @@ def run_grid(configs: Sequence[TrainConfig], spec: DataSpec, out: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     with DirectoryLock(out):
         options = {"threads": threads, "keep_checkpoints": keep_checkpoints,
-                   "overwrite": overwrite}
+                   "overwrite": overwrite, "certify": certify}
         if jobs == 1 and backend == "loky":
             results = []
             for k, config in enumerate(configs, 1):
