@@ -16,7 +16,7 @@ copyright = "2025, the specnorm_np authors"
 extensions = [
     "myst_nb",
     "sphinx.ext.autodoc",
-    
+
     "numpydoc",
     "sphinx_exercise",
     "sphinx-mathjax-offline",  # MathJax served from _static: the book works without a network
@@ -30,7 +30,10 @@ master_doc = "index"
 
 # --- notebook execution: cached, every cell error fails the build -----------------------------
 nb_execution_mode = os.environ.get("SPECNORM_NB_EXECUTION", "cache")
-nb_execution_cache_path = os.path.join(os.path.dirname(__file__), "_build", ".jupyter_cache")
+# one cache per setting: quick (SPECNORM_NB_QUICK=1, what CI builds) and full outputs never mix
+_setting = "quick" if os.environ.get("SPECNORM_NB_QUICK", "0") == "1" else "full"
+nb_execution_cache_path = os.path.join(os.path.dirname(__file__), "_build",
+                                       f".jupyter_cache-{_setting}")
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -57,4 +60,6 @@ html_theme_options = {
     "home_page_in_toc": True,
     "use_download_button": True,
 }
-html_static_path: list[str] = []
+html_context = {"default_mode": "light"}  # a valid theme mode from the first page on
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"  # also spares every page a 404 for /favicon.ico

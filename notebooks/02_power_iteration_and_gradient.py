@@ -456,11 +456,14 @@ assert np.allclose(folded, small_layer.weight.grad, rtol=1e-12, atol=1e-14)
 # Three ways to keep a layer's σ in check, with very different effects on the rest of its
 # spectrum $\sigma_1 \ge \sigma_2 \ge \dots$:
 #
-# | method | what it adds | effect on the singular values |
-# |---|---|---|
-# | weight decay | $\frac{\lambda}{2}\lVert W\rVert_F^2 = \frac{\lambda}{2}\sum_i\sigma_i^2$, gradient $\lambda W = \lambda\sum_i\sigma_iu_iv_i^T$ | shrinks *every* $\sigma_i$ by the same factor per step |
-# | spectral penalty | $\frac{\lambda}{2}\sigma_1^2$, gradient $\lambda\sigma_1u_1v_1^T$ | shrinks only $\sigma_1$: a soft pressure on the top |
-# | spectral normalization | uses $W/\sigma_1(W)$ in the forward pass (the library's `SpectralNorm` wrapper, Miyato et al. 2018) | the layer's σ is exactly 1, always: a hard constraint; the shape of the spectrum is left to the data |
+# * **weight decay** adds $\frac{\lambda}{2}\lVert W\rVert_F^2 = \frac{\lambda}{2}\sum_i\sigma_i^2$,
+#   gradient $\lambda W = \lambda\sum_i\sigma_iu_iv_i^T$: it shrinks *every* $\sigma_i$ by the
+#   same factor per step;
+# * the **spectral penalty** adds $\frac{\lambda}{2}\sigma_1^2$, gradient
+#   $\lambda\sigma_1u_1v_1^T$: it shrinks only $\sigma_1$, a soft pressure on the top;
+# * **spectral normalization** (the library's `SpectralNorm` wrapper, Miyato et al. 2018) uses
+#   $W/\sigma_1(W)$ in the forward pass: the layer's σ is 1, always, a hard constraint, and the
+#   shape of the rest of the spectrum is left to the data.
 #
 # We train the same MLP four ways on the data of section 3 and compare the singular values of
 # its middle weight. The penalties are stronger than the paper's (decay λ = 0.01, spectral

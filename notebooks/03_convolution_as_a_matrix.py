@@ -343,7 +343,8 @@ print(f"Across these trained conv layers the true operator norm is {ratios.min()
 # the kernel before it by $c > 0$ scales the conv output, its mean and its standard deviation
 # by $c$, and changes nothing after the normalization (up to BatchNorm's ε):
 #
-# $$\mathrm{BN}(c\,A x) = \mathrm{BN}(A x), \qquad \sigma(c\,W_{\text{mat}}) = c\,\sigma(W_{\text{mat}}).$$
+# $$\mathrm{BN}(c\,A x) = \mathrm{BN}(A x), \qquad
+#   \sigma(c\,W_{\text{mat}}) = c\,\sigma(W_{\text{mat}}).$$
 #
 # The function is unchanged while the penalty $\frac{\lambda}{2}\sigma^2$ scales by $c^2$. So for
 # a conv layer before BatchNorm the penalty does not constrain what the network computes (the
@@ -486,7 +487,7 @@ for k_g, stride_g in [(2, 2), (3, 2)]:
     dx_student = returned(maxpool_backward(x_pool, dy_pool, k_g, stride_g), "dx",
                           "Exercise 2 (maxpool_backward)")
 
-    def pool_loss() -> float:
+    def pool_loss(pool=pool, x_pool=x_pool, dy_pool=dy_pool) -> float:
         return float((pool.forward(x_pool) * dy_pool).sum())
 
     print("Exercise 2:", gradcheck.check_function(

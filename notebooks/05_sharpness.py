@@ -484,9 +484,10 @@ print(f"Exercise 3 passed: λ_max {np.linalg.eigvalsh(full_hessian(tiny))[-1]:.4
 # %% [markdown]
 # ## Summary
 #
-# * Hessian-vector products come from two gradients, $(\nabla L(\theta+hv) - \nabla L(\theta-hv))/2h$,
-#   with an $O(h^2)$ error from third derivatives; freezing the activation pattern removes the
-#   far larger error of stepping across a ReLU kink.
+# * Hessian-vector products come from two gradients,
+#   $(\nabla L(\theta+hv) - \nabla L(\theta-hv))/2h$, with an $O(h^2)$ error from third
+#   derivatives; freezing the activation pattern removes the far larger error of stepping
+#   across a ReLU kink.
 # * Power iteration and Lanczos on those products give $\lambda_{\max}$ without forming the
 #   Hessian; they agree once the pattern is frozen.
 # * Whether $\lambda_{\max}$ tracks the generalization gap is tested on the runs, not assumed;
