@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         notebook = student_notebook(source)
         target = args.out / (source.stem + ".ipynb")
         nbformat.write(notebook, target)
-        count = sum(1 for c in notebook.cells if PLACEHOLDER in c.source)
+        count = sum(1 for c in notebook.cells if c.cell_type == "code"
+                    and any(line.strip() == PLACEHOLDER for line in c.source.splitlines()))
         print(f"{target}: {count} exercise(s), solutions removed")
     return 0
 
