@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/data/cifar-10-batches-py),)
 export SPECNORM_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean docs exercises
 
 $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,22 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install "torch==2.13.0" psutil
 	$(BIN)/python -m specnorm_np.bench
 
+# The book: notebooks executed (cached per setting; quick unless NB_QUICK=0) and the API
+# reference, warnings are errors. Open docs/_build/html/index.html afterwards.
+NB_QUICK ?= 1
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev,digits,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	env -u MPLBACKEND PATH="$(abspath $(BIN)):$$PATH" SPECNORM_NB_QUICK=$(NB_QUICK) \
+	  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+	  $(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+	@echo "The book: docs/_build/html/index.html"
+
+exercises: $(STAMP)
+	$(BIN)/python docs/make_exercises.py --out build/exercises
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build

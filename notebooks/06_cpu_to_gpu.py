@@ -29,7 +29,8 @@
 #    runs a kernel) and, if it has, trains the same model on both devices and compares;
 # 2. shows how the project tests device-agnostic code **without** a GPU: a strict, CuPy-like
 #    array type that refuses every silent conversion to NumPy, so a stray `np.` call on
-#    device data fails in CI exactly where it would fail on a GPU.
+#    device data fails in CI exactly where it would fail on a GPU;
+# 3. ends with exercises (device-agnostic functions, a fair timing) and a summary.
 #
 # **Run time** (full setting, on this project's 2-core CPU): a few seconds without a GPU on an
 # idle machine (1.2 s measured; 27 s while other jobs loaded it). Set `SPECNORM_NB_QUICK=1` for
@@ -93,8 +94,11 @@ def train_steps(model, x, y, steps):
     return losses
 
 
-start = time.perf_counter()
+# Timed like the GPU below: one warm-up step on a throwaway model (first-call costs), the model
+# built before the clock starts, so that the two times measure the same thing.
+train_steps(build_model("vgg", (32, 32, 3), 10, seed=SEED, width=WIDTH), x_host, y_host, 1)
 cpu_model = build_model("vgg", (32, 32, 3), 10, seed=SEED, width=WIDTH)
+start = time.perf_counter()
 cpu_losses = train_steps(cpu_model, x_host, y_host, STEPS)
 cpu_seconds = (time.perf_counter() - start) / STEPS
 print(f"CPU: loss {cpu_losses[0]:.4f} -> {cpu_losses[-1]:.4f}, {cpu_seconds * 1e3:.0f} ms/step")
@@ -106,6 +110,7 @@ if HAVE_GPU:
     x_gpu, y_gpu = to_device(x_host, "gpu"), to_device(y_host, "gpu")
     train_steps(gpu_model, x_gpu, y_gpu, 1)  # warm-up: CUDA kernels compile on first use
     gpu_model = build_model("vgg", (32, 32, 3), 10, seed=SEED, width=WIDTH).to("gpu")
+    cupy.cuda.Device().synchronize()  # the copy to the device is not part of a step
     start = time.perf_counter()
     gpu_losses = train_steps(gpu_model, x_gpu, y_gpu, STEPS)
     cupy.cuda.Device().synchronize()
@@ -199,3 +204,145 @@ print("state_dict on the device -> host arrays -> a CPU model: identical predict
 # In the project's own tests this is the `backend` fixture (`tests/conftest.py`): a test that
 # takes it runs twice, on NumPy and on the strict backend, and real CuPy tests (marker `gpu`)
 # run only where `gpu_available()` is true, reported as skipped, with the reason, elsewhere.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise is a function to complete, followed by a grader cell that checks it. In the
+# book the reference solution is collapsed under the exercise; `make exercises` writes a copy of
+# this notebook without the solutions to `build/exercises/`. The graders run your functions on
+# NumPy *and* on the strict backend, so a stray `np.` call on device data fails there.
+
+# %%
+def returned(value, what: str, exercise: str):
+    """``value`` as given, or a failure saying that the exercise is not done yet."""
+    if value is None:
+        raise AssertionError(f"{exercise}: `{what}` is still None. Write your code where it "
+                             "says `# YOUR CODE HERE`, run that cell, then this one again.")
+    return value
+
+
+# %% [markdown]
+# ```{exercise} A device-agnostic softmax
+# :label: ex-portable-softmax
+#
+# Write `softmax(logits)` for a 2-D array (rows are examples), numerically stable (subtract
+# each row's maximum), using only `xp = get_array_module(logits)`. The result must stay on the
+# logits' device.
+# ```
+
+# %% tags=["solution", "hide-input"]
+def softmax(logits):
+    """Row-wise softmax of a (N, K) array on its own device."""
+    probabilities = None
+    ### BEGIN SOLUTION
+    xp = get_array_module(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exponentials = xp.exp(shifted)
+    probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
+    ### END SOLUTION
+    return probabilities
+
+
+# %% tags=["grader"]
+logits_host = np.random.default_rng(61).standard_normal((5, 7)) * 30
+expected_softmax = np.exp(logits_host - logits_host.max(axis=1, keepdims=True))
+expected_softmax /= expected_softmax.sum(axis=1, keepdims=True)
+for where, array in (("numpy", logits_host), ("strict", strict.asarray(logits_host))):
+    got = returned(softmax(array), "probabilities", "Exercise 1 (softmax)")
+    assert get_array_module(got) is get_array_module(array), (
+        f"Exercise 1 ({where}): the result left the device ({type(got).__name__})")
+    assert np.allclose(to_numpy(got), expected_softmax), f"Exercise 1 ({where}): wrong values"
+print("Exercise 1 passed: the same code on NumPy and on the strict backend.")
+
+
+# %% [markdown]
+# ```{exercise} Clip each row's norm, on any device
+# :label: ex-clip-rows
+#
+# Write `clip_rows(g, max_norm)`: scale every row of `g` whose ℓ2 norm exceeds `max_norm` down
+# to norm `max_norm`, leave the others unchanged, device-agnostically (no `np.` on the data).
+# ```
+
+# %% tags=["solution", "hide-input"]
+def clip_rows(g, max_norm: float):
+    """Rows of ``g`` (N, D) rescaled to norm at most ``max_norm``, on ``g``'s device."""
+    clipped = None
+    ### BEGIN SOLUTION
+    xp = get_array_module(g)
+    norms = xp.sqrt((g * g).sum(axis=1, keepdims=True))
+    clipped = g * xp.minimum(1.0, max_norm / xp.maximum(norms, 1e-12))
+    ### END SOLUTION
+    return clipped
+
+
+# %% tags=["grader"]
+rows_host = np.random.default_rng(62).standard_normal((6, 4)) * np.arange(1, 7)[:, None]
+norms_host = np.linalg.norm(rows_host, axis=1)
+for where, array in (("numpy", rows_host), ("strict", strict.asarray(rows_host))):
+    got = returned(clip_rows(array, 5.0), "clipped", "Exercise 2 (clip_rows)")
+    assert get_array_module(got) is get_array_module(array), (
+        f"Exercise 2 ({where}): the result left the device")
+    got_host = to_numpy(got)
+    new_norms = np.linalg.norm(got_host, axis=1)
+    assert np.allclose(new_norms, np.minimum(norms_host, 5.0)), (
+        f"Exercise 2 ({where}): row norms {np.round(new_norms, 3)}, expected "
+        f"{np.round(np.minimum(norms_host, 5.0), 3)}")
+    assert np.allclose(got_host / new_norms[:, None], rows_host / norms_host[:, None]), (
+        f"Exercise 2 ({where}): the rows' directions must not change")
+print("Exercise 2 passed: rows clipped, directions kept, on both backends.")
+
+
+# %% [markdown]
+# ```{exercise} A fair time per step
+# :label: ex-fair-timing
+#
+# Section 1 times both devices the same way. Write `seconds_per_step(make_model, step, steps,
+# warmup)`: build the model with `make_model()` and run `warmup` calls of `step(model)`
+# *before* starting the clock (`time.perf_counter`), then return the mean wall time of `steps`
+# further calls. The grader uses a model that is slow to build and a first call that is slow.
+# ```
+
+# %% tags=["solution", "hide-input"]
+def seconds_per_step(make_model, step, steps: int, warmup: int = 1):
+    """Mean seconds of one ``step(model)``, excluding model building and warm-up calls."""
+    seconds = None
+    ### BEGIN SOLUTION
+    model = make_model()
+    for _ in range(warmup):
+        step(model)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(model)
+    seconds = (time.perf_counter() - start) / steps
+    ### END SOLUTION
+    return seconds
+
+
+# %% tags=["grader"]
+def slow_to_build():
+    time.sleep(0.3)
+    return {"calls": 0}
+
+
+def slow_first_call(model):
+    model["calls"] += 1
+    time.sleep(0.3 if model["calls"] == 1 else 0.01)
+
+
+measured_step = returned(seconds_per_step(slow_to_build, slow_first_call, steps=5, warmup=1),
+                         "seconds", "Exercise 3 (seconds_per_step)")
+assert 0.009 < measured_step < 0.05, (
+    f"Exercise 3: {measured_step * 1e3:.0f} ms per step, but a step takes 10 ms; building the "
+    "model (300 ms) and the first call (300 ms) must stay outside the clock")
+print(f"Exercise 3 passed: {measured_step * 1e3:.1f} ms per step (the step itself sleeps 10 ms).")
+
+# %% [markdown]
+# ## Summary
+#
+# * The device follows the data: `xp = get_array_module(x)` inside every computation, models
+#   moved with `model.to(...)`, data with `to_device`; no global device switch.
+# * Timings compare like with like only if both exclude model building, first-call costs and
+#   host-device copies, and the GPU is synchronized before the clock stops.
+# * Without a GPU, the strict backend catches every silent conversion to NumPy, and gives the
+#   CPU's numbers for a whole training step; checkpoints are host arrays on any device.

@@ -285,7 +285,7 @@ def top_eigenvalue(
     """Largest (algebraic) eigenvalue of a symmetric operator given as ``apply(v) = A v``.
 
     Power iteration from a seeded random unit vector: w = A v, λ = vᵀw (Rayleigh quotient),
-    v = w/‖w‖, until λ changes by less than ``tolerance``·|λ| or after ``iterations`` products.
+    v = w/‖w‖, until λ changes by less than ``tolerance``·abs(λ) or after ``iterations`` products.
     Power iteration finds the eigenvalue of largest *magnitude*; when that one is negative
     (λ_neg), a second power iteration on the shifted operator A − λ_neg·I (whose
     largest-magnitude eigenvalue is λ_max − λ_neg ≥ 0) gives λ_max.

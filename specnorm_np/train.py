@@ -3,13 +3,13 @@
 Methods (Yoshida & Miyato 2017, Section 4; all hyper-parameters overridable in
 :class:`TrainConfig`):
 
-``vanilla``            plain cross-entropy.
-``decay``              + (λ/2)·Σ‖W‖², λ = 1e-4, on weights only (``WeightDecay``).
-``adversarial``        α·L(x) + (1−α)·L(x + η), η = ε·g/‖g‖₂, g = ∇ₓL; ε = 1, α = 0.5.
-``spectral``           + (λ/2)·Σσ(W)², λ = 0.01, σ of the reshaped kernel by one power-iteration
-                       step per SGD step (``SpectralNormRegularizer``).
-``spectral-operator``  beyond the paper: the same penalty on the true operator norm of each
-                       convolution (``mode="operator"``).
+* ``vanilla``: plain cross-entropy.
+* ``decay``: + (λ/2)·Σ‖W‖², λ = 1e-4, on weights only (``WeightDecay``).
+* ``adversarial``: α·L(x) + (1−α)·L(x + η), η = ε·g/‖g‖₂, g = ∇ₓL; ε = 1, α = 0.5.
+* ``spectral``: + (λ/2)·Σσ(W)², λ = 0.01, σ of the reshaped kernel by one power-iteration
+  step per SGD step (``SpectralNormRegularizer``).
+* ``spectral-operator``: beyond the paper, the same penalty on the true operator norm of each
+  convolution (``mode="operator"``).
 
 Each step: forward, loss, backward (fills ``.grad``), the regularizer adds its gradient, then
 Nesterov SGD (momentum 0.9) updates and the learning rate follows ``MultiStepLR`` (×0.1 at 50%

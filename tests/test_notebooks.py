@@ -121,3 +121,9 @@ def test_notebook_runs_in_quick_mode(
     assert all(c.execution_count is not None for c in executed)
     reported = "".join(o.get("text", "") for o in executed[-1].outputs).strip()
     assert reported == sys.prefix, f"the kernel ran {reported!r}, not this venv {sys.prefix!r}"
+    # with the solutions in place every exercise's grader says it passed (tests/test_exercises.py)
+    graders = [c for c in executed if "grader" in c.metadata.get("tags", [])]
+    assert len(graders) >= 3, f"{source.name}: fewer than 3 graded exercises"
+    for cell in graders:
+        text = "".join(o.get("text", "") for o in cell.outputs)
+        assert "passed" in text, f"{source.name}: a grader did not report success: {text!r}"

@@ -10,6 +10,7 @@
   batch size (mean over seeds, error bar = std).
 * ``fig4_singular_values.png``: all singular values of one weight matrix in ascending order,
   solid for the smallest batch size, dashed for the larger (first seed).
+
 Colours follow the paper: vanilla blue, decay green, adversarial red, spectral cyan.
 """
 

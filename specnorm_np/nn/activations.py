@@ -20,8 +20,9 @@ class ReLU(Module):
     """
 
     #: when set (an array of x's shape), forward uses this mask instead of ``x > 0``: the
-    #: layer is then linear, which exact second derivatives need (metrics.make_hessian_vector_
-    #: product freezes every ReLU at the pattern of the point where the Hessian is taken)
+    #: layer is then linear, which exact second derivatives need
+    #: (``metrics.make_hessian_vector_product`` freezes every ReLU at the pattern of the point
+    #: where the Hessian is taken)
     frozen_pattern: Any = None
 
     def forward(self, x: Any) -> Any:
