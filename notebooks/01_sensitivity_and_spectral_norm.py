@@ -454,7 +454,7 @@ plt.show()
 # the subject of notebook 4, with the paper's baselines and two batch sizes.
 
 # %% [markdown]
-# ## 5. The input gradient of the loss: sensitivity times misfit
+# ## 6. The input gradient of the loss: sensitivity times misfit
 #
 # The paper's Fig. 2 measures sensitivity as $\|\nabla_x L\|$, the gradient of the *loss* with
 # respect to the input, and finds that the generalization gap correlates with it positively on

@@ -435,7 +435,7 @@ print(f"Across these trained conv layers the true operator norm is {ratios.min()
 # `spectral-operator`). Notebook 4 compares the paper's method with the baselines.
 
 # %% [markdown]
-# ## 5. BatchNorm makes the kernel's scale meaningless
+# ## 6. BatchNorm makes the kernel's scale meaningless
 #
 # In the `vgg-bn` model every convolution is followed by BatchNorm. In training mode BatchNorm
 # subtracts each channel's batch mean and divides by its batch standard deviation, so scaling
