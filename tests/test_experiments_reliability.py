@@ -225,8 +225,14 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
         deadline = time.monotonic() + 60
         workers = []
         while time.monotonic() < deadline:
-            workers = [p for p in psutil.Process(parent.pid).children(recursive=True)
-                       if "loky" in " ".join(p.cmdline()) or "joblib" in " ".join(p.cmdline())]
+            workers = []
+            for child in psutil.Process(parent.pid).children(recursive=True):
+                try:
+                    line = " ".join(child.cmdline())
+                except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                    continue
+                if "loky" in line or "joblib" in line:
+                    workers.append(child)
             if len(workers) >= 2 and any((tmp_path / "out" / "runs").glob("*/run.json")):
                 break
             time.sleep(0.5)
@@ -238,3 +244,55 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+@pytest.mark.slow
+def test_fault_injection_kills_corruption_and_a_rival_lose_nothing(tmp_path) -> None:
+    """Kill ``compare`` at random moments (SIGKILL, SIGTERM, SIGINT), corrupt a finished
+    result, start a rival on the same directory: after re-running, every run's history and
+    weights equal those of an uninterrupted grid."""
+    command = [sys.executable, "-m", "specnorm_np", "compare", "--dataset", "digits",
+               "--train-size", "200", "--test-size", "100", "--model", "mlp", "--width", "16",
+               "--batch-sizes", "20", "50", "--epochs", "4", "--methods", "vanilla", "spectral",
+               "--no-hessian", "--certify-examples", "0", "--quiet"]
+
+    def histories(out: Path) -> dict:
+        return {r["id"]: [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]]
+                for r in load_results(out)}
+
+    reference = tmp_path / "reference"
+    subprocess.run([*command, "--out", str(reference)], check=True, timeout=300)
+    out = tmp_path / "faulty"
+    rng = np.random.default_rng(7)
+    for signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+        process = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60  # once training has started (imports take a while)
+        while not list(out.glob("runs/*/run.json")) and process.poll() is None:
+            assert time.monotonic() < deadline, "compare never started a run"
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 1.5)))
+        process.send_signal(signum)
+        process.wait(timeout=60)
+    # a rival started while another process holds the directory is refused, changes nothing
+    before = histories(out)
+    with DirectoryLock(out):
+        rival = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True,
+                               timeout=120)
+    assert rival.returncode == 2 and "another compare is using this output" in rival.stderr
+    assert histories(out) == before
+    subprocess.run([*command, "--out", str(out)], check=True, timeout=300)
+    # corrupt one finished result: it is named; moving it aside redoes just that run
+    victim = sorted((out / "runs").glob("*/result.json"))[0]
+    victim.write_text(victim.read_text()[:25])
+    broken = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True,
+                            timeout=300)
+    assert broken.returncode != 0 and str(victim) in broken.stderr
+    victim.rename(victim.with_name("result.json.bad"))
+    subprocess.run([*command, "--out", str(out)], check=True, timeout=300)
+    assert histories(out) == histories(reference)
+    for path in sorted(reference.glob("runs/*/weights.npz")):
+        ours, theirs = np.load(out / path.relative_to(reference)), np.load(path)
+        assert all(np.array_equal(ours[k], theirs[k]) for k in theirs.files)
+    leftovers = [p.name for p in out.rglob(".*tmp-*")]
+    assert leftovers == []
