@@ -316,6 +316,16 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.data_root is not None and not Path(args.data_root).is_dir() and not args.download:
         parser.error(f"--data-root {args.data_root}: no such directory (give the folder that "
                      "holds cifar-10-batches-py/, or add --download to download it there)")
+    import importlib.util
+
+    needs = ["joblib"] if args.jobs > 1 or args.backend == "dask" else []
+    needs += ["distributed"] if args.backend == "dask" else []
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    if missing:
+        extra = "dask" if args.backend == "dask" else "parallel"
+        parser.error(f"--jobs {args.jobs} --backend {args.backend} needs {' and '.join(missing)}"
+                     f", which is not installed: pip install \"specnorm_np[{extra}]\" (or "
+                     "run with --jobs 1)")
     seeds = [seed for group in args.seeds for seed in group]
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {seeds}")

@@ -235,6 +235,11 @@ def demo_figure(results: list[dict[str, Any]], path: str | Path) -> Path:
     for ax in (curves, grads, bars, spectrum):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    spectral = next((r for r in results if r["config"]["method"] == "spectral"), None)
+    if spectral is not None:
+        fig.suptitle(f"demo: vanilla vs spectral norm regularization (λ = "
+                     f"{spectral['config']['spectral_lambda']:g}), {setting}, "
+                     f"{first['summary'].get('epochs_done', '?')} epochs")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
