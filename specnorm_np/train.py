@@ -427,6 +427,7 @@ class Trainer:
             if step % 5 == 0 or step == len(batches):
                 seen = sum(len(b) for b in batches[:step])
                 bar.set_postfix(loss=f"{sums[0] / seen:.3f}", acc=f"{sums[2] / seen:.3f}")
+        bar.close()
         n = int(data.x_train.shape[0])
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, "updates": self.updates,
                                   "running_loss": sums[0] / n,
@@ -434,12 +435,13 @@ class Trainer:
         check_finite(record["running_loss"], f"epoch {epoch}: the mean training loss")
         record["evaluated"] = self.is_evaluated(epoch)
         if record["evaluated"]:
-            bar.set_description_str(f"{cfg.method} B={cfg.batch_size} epoch {epoch}: evaluating")
+            bar = progress_bar([], f"{cfg.method} B={cfg.batch_size} epoch {epoch}: evaluating",
+                               self.quiet)  # progress only: a status line while evaluating
             try:
                 record.update(self._evaluate(epoch))
             except (TrainingDiverged, NonFiniteError) as error:
                 raise self._diverged(f"epoch {epoch}, evaluation", error) from None
-        bar.close()
+            bar.close()
         record["seconds"] = time.perf_counter() - start
         return record
 

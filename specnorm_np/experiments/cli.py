@@ -467,6 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             MixedRunsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        if getattr(args, "backend", None) != "dask":
+            raise
+        # a task that failed on a Dask worker (compare._run_on_worker names the worker)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during `compare` (see compare.run_grid)
         if args.command == "compare":
             print("interrupted: finished runs are kept; run the same command again to resume "
