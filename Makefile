@@ -1,9 +1,12 @@
 # Quick start: `make demo` runs the main job, `make test` runs the test suite.
-# Both create .venv with the project installed the first time they run.
+# Both create .venv with the project installed the first time they run: `make demo` installs
+# only the library, its plotting and the digits fallback; `make test` adds the dev extra (test,
+# notebook and cluster tools).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-dev
 
 # A copy of CIFAR-10 beside the project (as on the team's machines) is used when present;
 # otherwise the loader looks in $SPECNORM_DATA, then ~/.cache/specnorm_np, then downloads.
@@ -13,19 +16,23 @@ endif
 
 .PHONY: demo test lint bench clean docs exercises
 
-$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+$(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev,digits]"
+	$(BIN)/python -m pip install -e ".[digits]"
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install -e ".[dev,digits]"
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m specnorm_np demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check specnorm_np tests
 
 bench: $(STAMP)

@@ -435,10 +435,13 @@ class Trainer:
         check_finite(record["running_loss"], f"epoch {epoch}: the mean training loss")
         record["evaluated"] = self.is_evaluated(epoch)
         if record["evaluated"]:
+            bar = progress_bar([], f"{cfg.method} B={cfg.batch_size} epoch {epoch}: evaluating",
+                               self.quiet)  # progress only: a status line while evaluating
             try:
                 record.update(self._evaluate(epoch))
             except (TrainingDiverged, NonFiniteError) as error:
                 raise self._diverged(f"epoch {epoch}, evaluation", error) from None
+            bar.close()
         record["seconds"] = time.perf_counter() - start
         return record
 
@@ -479,11 +482,16 @@ class Trainer:
     def final_metrics(self) -> dict[str, Any]:
         """After the last epoch: full-set accuracies, updates, spectra and Hessian estimates."""
         cfg, data, bs = self.config, self.data, self.config.eval_batch_size
+        # progress only (one step per full-set evaluation and per Hessian-vector product)
+        bar = progress_bar([], f"{cfg.method} B={cfg.batch_size} final metrics", self.quiet)
+        bar.reset(total=2 + (4 * cfg.hessian_iterations if cfg.hessian else 0))
         final: dict[str, Any] = {"updates": self.updates}
         final["train_loss"], final["train_acc"] = metrics.evaluate(
             self.model, data.x_train, data.y_train, batch_size=bs)
+        bar.update()
         final["test_loss"], final["test_acc"] = metrics.evaluate(
             self.model, data.x_test, data.y_test, batch_size=bs)
+        bar.update()
         check_finite(final["train_loss"], "the final loss on the training set")
         final["gap"] = metrics.generalization_gap(final["train_acc"], final["test_acc"])
         final["singular_values"] = metrics.singular_values(self.model)
@@ -491,14 +499,19 @@ class Trainer:
             k = min(cfg.hessian_examples, self.metric_train.size)
             for split, x, y, index in (("train", data.x_train, data.y_train, self.metric_train),
                                        ("test", data.x_test, data.y_test, self.metric_test)):
-                final[f"hessian_{split}"] = metrics.hessian_top_eigenvalue(
-                    self.model, x[index[:k]], y[index[:k]], iterations=cfg.hessian_iterations,
-                    seed=cfg.seed, batch_size=bs, step=metrics.HVP_STEP,
-                    freeze_pattern=True)
+                bar.set_description_str(f"{cfg.method} B={cfg.batch_size} Hessian ({split})")
+                # = metrics.hessian_top_eigenvalue, with each product counted on the bar
+                hvp, size = metrics.make_hessian_vector_product(
+                    self.model, x[index[:k]], y[index[:k]], batch_size=bs,
+                    step=metrics.HVP_STEP, freeze_pattern=True)
+                final[f"hessian_{split}"] = metrics.top_eigenvalue(
+                    lambda v, hvp=hvp: (bar.update(2), hvp(v))[1], size,
+                    iterations=cfg.hessian_iterations, seed=cfg.seed)
             final["hessian_examples"] = int(k)
             # recorded with the results, which depend on them
             final["hessian_step"] = metrics.HVP_STEP
             final["hessian_frozen_pattern"] = True
+        bar.close()
         return final
 
     def run(self, *, resume: bool = False,
@@ -515,6 +528,10 @@ class Trainer:
         """
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.load_state(load_checkpoint(self.checkpoint_path))
+            if not self.quiet and self.epoch:
+                print(f"resuming run {self.config.method} B={self.config.batch_size} seed "
+                      f"{self.config.seed} from epoch {self.epoch} of {self.config.epochs} "
+                      f"({self.checkpoint_path})", flush=True)
         while self.epoch < self.config.epochs:
             try:
                 record = self.run_epoch()

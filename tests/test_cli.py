@@ -87,8 +87,10 @@ def test_default_large_batch_scales_the_papers_ratio() -> None:
 
 def test_gradcheck_subcommand_prints_a_passing_table(capsys) -> None:
     assert main(["gradcheck"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "all passed" in printed
+    assert "gradient check: Adversarial" in captured.err  # the progress bar names each check
     for component in ("Conv2d 3x2 stride 2", "BatchNorm2d (train)", "Spectral (operator)",
                       "WeightDecay", "Adversarial", "model nin"):
         assert component in printed
@@ -96,6 +98,7 @@ def test_gradcheck_subcommand_prints_a_passing_table(capsys) -> None:
 
 def test_demo_falls_back_to_digits_with_a_notice(tmp_path) -> None:
     # run as the user would (a fresh process), with no CIFAR-10 where it looks and no download
+    (tmp_path / "x").mkdir()  # exists, holds no data
     command = [sys.executable, "-m", "specnorm_np", "demo", "--data-root", str(tmp_path / "x"),
                "--no-download", "--epochs", "2", "--model", "mlp", "--out",
                str(tmp_path / "demo")]
@@ -104,7 +107,13 @@ def test_demo_falls_back_to_digits_with_a_notice(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "NOTICE: CIFAR-10 is not available" in done.stdout
     assert "falls back to scikit-learn's 8x8 digits" in done.stdout
-    assert str(tmp_path / "x") in done.stdout  # where it looked
+    assert done.stdout.count(str(tmp_path / "x")) == 1  # where it looked, once
+    assert "demo --download" in done.stdout and "load_cifar10" not in done.stdout
+    for change in ("training images: all 1,348 instead of 2,000",
+                   "test images: all 449 instead of 2,000", "model input: 8x8x1",
+                   "Unchanged: model mlp, batch size 100"):
+        assert change in done.stdout
+    assert (tmp_path / "demo" / "digits" / "runs" / "spectral-B100-seed0").is_dir()
     lines = [line for line in done.stdout.splitlines() if line.startswith(("vanilla", "spectral"))]
     assert [line.split()[0] for line in lines[-2:]] == ["vanilla", "spectral"]
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
@@ -201,3 +210,105 @@ def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys) -> None:
         main(["compare", "--dataset", "digits", "--out", str(target)])
     assert exit_info.value.code == 2
     assert "is a file" in capsys.readouterr().err and target.read_text() == "keep me"
+
+
+# ---- issue 19: help, defaults, mistakes -------------------------------------------------------
+
+def _subparsers():
+    import argparse
+
+    from specnorm_np.experiments.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_every_option_has_a_description_and_help_shows_defaults_examples_and_data(capsys):
+    parser, commands = _subparsers()
+    assert set(commands) == {"demo", "compare", "plot", "gradcheck"}
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+    for name in ("demo", "compare"):
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "examples:" in text and "SPECNORM_DATA" in text
+        assert "~/.cache/specnorm_np" in text and "--download" in text
+    assert "(default: 30)" in text and "(default: vgg-bn)" in text and "(default: 1000)" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "specnorm-np" in top and "examples:" in top and "SPECNORM_DATA" in top
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    demo_help = " ".join(capsys.readouterr().out.split())
+    assert "(default: mlp)" in demo_help and "(default: 20)" in demo_help
+
+
+def test_compare_default_model_is_one_that_trains() -> None:
+    parser, commands = _subparsers()
+    args = parser.parse_args(["compare", "--out", "x"])
+    assert args.model == "vgg-bn"
+
+
+def test_demo_refuses_a_missing_data_root_without_creating_it(tmp_path, capsys) -> None:
+    typo = tmp_path / "typo"
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--data-root", str(typo), "--out", str(tmp_path / "d")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and f"--data-root {typo}: no such directory" in err
+    assert "--download" in err
+    assert not typo.exists() and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--train-size", "0"], "must be >= 10"),
+    (["--epochs", "0"], "must be >= 1"),
+    (["--batch-size", "0"], "must be >= 1"),
+    (["--lr", "-1"], "must be > 0"),
+    (["--batch-size", "500", "--train-size", "100"], "larger than --train-size"),
+])
+def test_demo_bad_values_are_usage_errors(tmp_path, capsys, args, expected) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", *args, "--out", str(tmp_path / "d")])
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_parallel_compare_without_joblib_names_the_extra(tmp_path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "joblib" else real(name, *a))
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--dataset", "digits", "--jobs", "2", "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
+    assert 'pip install "specnorm_np[parallel]"' in capsys.readouterr().err
+
+
+def _tiny(out, model, batch) -> list[str]:
+    return ["compare", "--dataset", "digits", "--train-size", "100", "--test-size", "100",
+            "--model", model, "--width", "8", "--epochs", "1", "--batch-sizes", str(batch),
+            "--methods", "vanilla", "--no-hessian", "--metric-examples", "20", "--out",
+            str(out), "--quiet"]
+
+
+def test_plot_refuses_to_mix_models_in_one_table(tmp_path, capsys) -> None:
+    out = tmp_path / "grid"
+    assert main(_tiny(out, "mlp", 20)) == 0
+    for written in [out / "summary.csv", *out.glob("fig*.png")]:
+        written.unlink()
+    # another model in the same directory (other run ids, so compare itself accepts the runs)
+    assert main(_tiny(out, "nin", 50)) == 2
+    err = capsys.readouterr().err
+    assert "mix 2 settings" in err and "model mlp (width 8): vanilla-B20-seed0" in err
+    assert "model nin (width 8): vanilla-B50-seed0" in err and "one --out per" in err
+    assert main(["plot", str(out)]) == 2
+    assert "mix 2 settings" in capsys.readouterr().err
+    assert not (out / "summary.csv").exists() and not (out / "fig1_curves.png").exists()

@@ -98,3 +98,26 @@ def test_verify_flags_the_reserialised_batches_but_not_the_meta(folder):
     message = str(info.value)
     assert "data_batch_1: expected MD5 c99cafc152244af753f735de768cd75f" in message
     assert "test_batch" in message and "batches.meta" not in message
+
+
+def test_content_digests_of_every_batch_are_the_official_ones(folder):
+    from specnorm_np.data import OFFICIAL_CONTENT_SHA256, content_sha256, read_batch
+
+    for name, expected in OFFICIAL_CONTENT_SHA256.items():
+        assert content_sha256(*read_batch(folder / name)) == expected, name
+
+
+def test_a_copy_with_one_flipped_pixel_is_refused_by_default(folder, tmp_path):
+    copy = tmp_path / "cifar-10-batches-py"
+    copy.mkdir()
+    for path in folder.iterdir():
+        if path.name != "data_batch_2":
+            (copy / path.name).symlink_to(path)
+    with open(folder / "data_batch_2", "rb") as handle:
+        batch = pickle.load(handle, encoding="bytes")
+    batch[b"data"] = batch[b"data"].copy()
+    batch[b"data"][1234, 567] ^= 0x80
+    with open(copy / "data_batch_2", "wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+    with pytest.raises(ChecksumError, match=r"data_batch_2: the decoded pixels differ"):
+        load_cifar10(tmp_path, quiet=True)

@@ -12,6 +12,7 @@ from specnorm_np.data.cifar10 import (
     CLASS_NAMES,
     ENVIRONMENT_VARIABLE,
     IMAGES_PER_BATCH,
+    OFFICIAL_CONTENT_SHA256,
     OFFICIAL_MD5,
     find_cifar10_folder,
     load_cifar10,
@@ -20,6 +21,7 @@ from specnorm_np.data.cifar10 import (
     resolve_data_root,
     verify_checksums,
 )
+from specnorm_np.data.content import content_sha256
 from specnorm_np.data.dataset import ArrayDataset, BatchIterator, cifar10_dataset
 from specnorm_np.data.digits import load_digits_images
 from specnorm_np.data.download import download_cifar10, download_file, extract_archive
@@ -37,10 +39,12 @@ from specnorm_np.data.transforms import (
 
 __all__ = [
     "load_cifar10", "cifar10_dataset", "load_digits_images", "ArrayDataset", "BatchIterator",
-    "download_cifar10", "download_file", "extract_archive", "verify_checksums", "read_batch",
+    "download_cifar10", "download_file", "extract_archive", "verify_checksums", "content_sha256",
+    "read_batch",
     "read_meta", "resolve_data_root", "find_cifar10_folder", "safe_load", "RestrictedUnpickler",
     "GlobalContrastNormalization", "ChannelStandardization", "RandomCrop",
     "RandomHorizontalFlip", "Compose", "horizontal_flip", "channel_statistics",
     "DatasetError", "UnsafePickleError", "ChecksumError", "DownloadError",
     "CLASS_NAMES", "ENVIRONMENT_VARIABLE", "IMAGES_PER_BATCH", "OFFICIAL_MD5",
+    "OFFICIAL_CONTENT_SHA256",
 ]

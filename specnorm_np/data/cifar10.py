@@ -18,6 +18,10 @@ Each may name either the directory that contains ``cifar-10-batches-py/`` or tha
 Images per batch: the official files must have 10,000 rows (:data:`IMAGES_PER_BATCH`, checked by
 default). ``images_per_batch=None`` checks only that each batch is consistent (as many rows as
 labels); the tests use it for small generated batches.
+
+Content: every official batch is checked by default against the SHA-256 of its decoded pixels and
+labels (:mod:`specnorm_np.data.content`), so a damaged pixel is found whatever the pickle's
+bytes; the files' MD5 (``verify=True``) is an optional, stricter check of the bytes themselves.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from typing import Any
 import numpy as np
 
 from specnorm_np.data import download as _download
+from specnorm_np.data.content import OFFICIAL_CONTENT_SHA256, check_content
 from specnorm_np.data.errors import ChecksumError, DatasetError
 from specnorm_np.data.safe_pickle import safe_load
 
 __all__ = [
     "load_cifar10", "read_batch", "read_meta", "verify_checksums", "resolve_data_root",
     "find_cifar10_folder", "CLASS_NAMES", "TRAIN_FILES", "TEST_FILES", "META_FILE",
-    "OFFICIAL_MD5", "IMAGES_PER_BATCH", "ENVIRONMENT_VARIABLE",
+    "OFFICIAL_MD5", "OFFICIAL_CONTENT_SHA256", "IMAGES_PER_BATCH", "ENVIRONMENT_VARIABLE",
 ]
 
 ENVIRONMENT_VARIABLE = "SPECNORM_DATA"
@@ -96,21 +101,22 @@ def find_cifar10_folder(base: str | os.PathLike[str]) -> Path | None:
 
 
 def _missing_data_error(base: Path, origin: str) -> DatasetError:
-    looked = "\n".join(f"  - {path}  ({origin})" for path in candidate_folders(base))
     skipped = {
-        "the root argument": f" (${ENVIRONMENT_VARIABLE} and the default cache were not consulted "
-        "because root was given)",
-        f"${ENVIRONMENT_VARIABLE}": " (the default cache was not consulted because "
-        f"${ENVIRONMENT_VARIABLE} is set)",
+        "the root argument": f"${ENVIRONMENT_VARIABLE} and the default cache were not consulted "
+        "because a data root was given.",
+        f"${ENVIRONMENT_VARIABLE}": "The default cache was not consulted because "
+        f"${ENVIRONMENT_VARIABLE} is set.",
     }.get(origin, "")
     return DatasetError(
-        f"CIFAR-10 not found. Looked for the folder '{FOLDER_NAME}' (files {META_FILE}, "
-        f"{', '.join(TRAIN_FILES)}, {TEST_FILES[0]}) in:\n{looked}\n{skipped.strip()}\n"
+        f"CIFAR-10 not found in {base} ({origin}): it holds neither a folder '{FOLDER_NAME}' "
+        f"nor the batch files ({META_FILE}, {', '.join(TRAIN_FILES)}, {TEST_FILES[0]}) "
+        f"directly. {skipped}\n"
         "To get the data, either:\n"
-        f"  - call load_cifar10(root, download=True) to fetch {_download.CIFAR10_URL} "
-        f"({_download.CIFAR10_SIZE / 1e6:.0f} MB) and unpack it into that directory, or\n"
-        f"  - put an existing copy somewhere and set {ENVIRONMENT_VARIABLE} to the directory "
-        f"containing '{FOLDER_NAME}' (or pass it as root)."
+        f"  - download it ({_download.CIFAR10_SIZE / 1e6:.0f} MB from {_download.CIFAR10_URL}) "
+        "into that directory: add --download to the command (Python: "
+        "load_cifar10(root, download=True)), or\n"
+        f"  - point to an existing copy: --data-root DIR, or set {ENVIRONMENT_VARIABLE}=DIR, "
+        f"where DIR contains '{FOLDER_NAME}' (Python: load_cifar10(DIR))."
     )
 
 
@@ -241,22 +247,38 @@ def verify_checksums(
             "and download again (load_cifar10(root, download=True)). Re-distributed copies whose "
             "pickles were written anew (such as the project's shared copy) hold the same pixels "
             "and labels but different bytes; load those with verify=False (the default), which "
-            "still validates every batch's keys, shapes and labels."
+            "still validates every batch's keys, shapes and labels and checks the SHA-256 of "
+            "its decoded pixels and labels against the official ones."
         )
 
 
+def _expected_content(
+    check_content: bool | dict[str, dict[str, str]], images_per_batch: int | None
+) -> dict[str, dict[str, str]]:
+    """The digests to check: the official ones for official-size batches (``True``), the given
+    dict, or none (``False``, or generated batches of another size)."""
+    if isinstance(check_content, dict):
+        return check_content
+    if check_content and images_per_batch == IMAGES_PER_BATCH:
+        return OFFICIAL_CONTENT_SHA256
+    return {}
+
+
 def _read_split(
-    folder: Path, names: tuple[str, ...], images_per_batch: int | None
+    folder: Path, names: tuple[str, ...], images_per_batch: int | None,
+    expected: dict[str, dict[str, str]] | None = None,
 ) -> tuple[Array, Array]:
     parts = [read_batch(folder / name, images_per_batch=images_per_batch) for name in names]
     total = sum(images.shape[0] for images, _ in parts)
     images = np.empty((total, *IMAGE_SHAPE), dtype=np.uint8)
     labels = np.empty(total, dtype=np.int64)
     start = 0
-    for batch_images, batch_labels in parts:
+    for name, (batch_images, batch_labels) in zip(names, parts):
         stop = start + batch_images.shape[0]
         images[start:stop] = batch_images
         labels[start:stop] = batch_labels
+        if expected and name in expected:  # the copy is C-ordered: hashed without another copy
+            check_content(folder / name, images[start:stop], labels[start:stop], expected[name])
         start = stop
     return images, labels
 
@@ -268,6 +290,7 @@ def load_cifar10(
     verify: bool = False,
     quiet: bool = False,
     images_per_batch: int | None = IMAGES_PER_BATCH,
+    check_content: bool | dict[str, dict[str, str]] = True,
 ) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
     """Load CIFAR-10 like Keras's ``cifar10.load_data()``.
 
@@ -280,8 +303,13 @@ def load_cifar10(
         When the data is absent, fetch the official archive (170 MB) into that directory,
         checking its size and MD5, and unpack it.
     verify : bool
-        Check every file's MD5 against the official distribution (off by default, because
+        Also check every file's MD5 against the official distribution (off by default, because
         re-distributed copies re-serialise the pickles; see :func:`verify_checksums`).
+    check_content : bool or dict
+        ``True`` (default): compare the SHA-256 of each official batch's decoded pixels and
+        labels with :data:`OFFICIAL_CONTENT_SHA256` (skipped for generated batches whose size
+        is not the official 10,000). A dict ``{file name: {"images": hex, "labels": hex}}``
+        checks the files it names against it instead; ``False`` checks nothing.
     quiet : bool
         No progress bars.
     images_per_batch : int or None
@@ -298,6 +326,9 @@ def load_cifar10(
     DatasetError
         Data missing (the message lists where it looked and how to get it), a file missing,
         truncated, unsafe or malformed (the message names the file).
+    ChecksumError
+        (a DatasetError) a batch's decoded pixels or labels differ from the expected digests,
+        or, with ``verify``, a file's MD5 differs; the message names the file.
     """
     base, origin = resolve_data_root(root)
     folder = find_cifar10_folder(base)
@@ -309,6 +340,7 @@ def load_cifar10(
     if verify:
         verify_checksums(folder)
     read_meta(folder / META_FILE, images_per_batch=images_per_batch)
-    train = _read_split(folder, TRAIN_FILES, images_per_batch)
-    test = _read_split(folder, TEST_FILES, images_per_batch)
+    expected = _expected_content(check_content, images_per_batch)
+    train = _read_split(folder, TRAIN_FILES, images_per_batch, expected)
+    test = _read_split(folder, TEST_FILES, images_per_batch, expected)
     return train, test

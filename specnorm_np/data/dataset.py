@@ -222,13 +222,14 @@ def cifar10_dataset(
     verify: bool = False,
     quiet: bool = False,
     images_per_batch: int | None = IMAGES_PER_BATCH,
+    check_content: bool | dict[str, dict[str, str]] = True,
 ) -> ArrayDataset:
     """One split of CIFAR-10 as an :class:`ArrayDataset`, optionally a stratified subset.
 
     Parameters
     ----------
     split : {"train", "test"}
-    root, download, verify, quiet, images_per_batch
+    root, download, verify, quiet, images_per_batch, check_content
         As in :func:`~specnorm_np.data.cifar10.load_cifar10`.
     n_per_class : int or None
         Keep a seeded stratified subset of this many images per class.
@@ -238,7 +239,7 @@ def cifar10_dataset(
     if split not in SPLITS:
         raise DatasetError(f"cifar10_dataset: split must be one of {SPLITS}, got {split!r}")
     train, test = load_cifar10(root, download=download, verify=verify, quiet=quiet,
-                               images_per_batch=images_per_batch)
+                               images_per_batch=images_per_batch, check_content=check_content)
     images, labels = train if split == "train" else test
     dataset = ArrayDataset(images, labels, num_classes=len(CLASS_NAMES), name=f"CIFAR-10 {split}")
     return dataset if n_per_class is None else dataset.stratified_subset(n_per_class, seed=seed)

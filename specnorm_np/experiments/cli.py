@@ -1,12 +1,15 @@
 """The command line: ``python -m specnorm_np {demo,compare,plot,gradcheck}``.
 
-Examples::
+Also installed as the console script ``specnorm-np``. Examples::
 
     python -m specnorm_np demo
-    python -m specnorm_np compare --model vgg --train-size 5000 --epochs 30 --seeds 0 1 \\
+    python -m specnorm_np compare --model vgg-bn --train-size 5000 --epochs 30 --seeds 0 1 \\
         --out results/cifar10 --jobs 2
     python -m specnorm_np plot results/cifar10
     python -m specnorm_np gradcheck
+
+``--help`` of each command lists every option with its default, examples, and where the data
+is looked for.
 """
 
 from __future__ import annotations
@@ -72,49 +75,152 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults appended to every help text that does not state its own (and not for
+    None/False defaults, whose meaning the text gives); description and epilog kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "(default" in text \
+                or "default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Text with line breaks (examples, lists) as written; other text wrapped."""
+        if "\n" in text:
+            return argparse.RawDescriptionHelpFormatter._fill_text(self, text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
+
+
+def _program() -> str:
+    """How the user called us: the console script or ``python -m specnorm_np``."""
+    import os
+
+    return "specnorm-np" if os.path.basename(sys.argv[0] or "") == "specnorm-np" else \
+        "python -m specnorm_np"
+
+
+DATA_LOOKUP = """\
+where CIFAR-10 is looked for (the first that is set is the only place searched):
+  1. --data-root DIR
+  2. the environment variable SPECNORM_DATA=DIR
+  3. the cache ~/.cache/specnorm_np
+DIR holds the folder cifar-10-batches-py/ (or is that folder). Nothing there: add --download to
+fetch the official archive (170 MB, MD5-checked) into DIR; every batch's decoded pixels and
+labels are checked against the official SHA-256 digests on load."""
+
+
+def _examples(prog: str, *lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {prog} {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from specnorm_np.experiments.demo import DEMO_SETTINGS
+
+    prog = _program()
     parser = argparse.ArgumentParser(
-        prog="python -m specnorm_np",
-        description="Spectral norm regularization (Yoshida & Miyato 2017) in pure NumPy.")
-    sub = parser.add_subparsers(dest="command", required=True)
+        prog=prog, formatter_class=_HelpFormatter,
+        description="Spectral norm regularization (Yoshida & Miyato 2017) in pure NumPy: a "
+                    "two-minute demo, the paper's comparison grid, its figures, and gradient "
+                    "checks. Also installed as the console script `specnorm-np`.",
+        epilog=_examples(prog, "demo", "compare --train-size 2000 --test-size 2000 --epochs 5 "
+                         "--batch-sizes 64 \\\n      --methods vanilla spectral --no-hessian "
+                         "--out results/quick",
+                         "plot results/quick", "gradcheck")
+        + f"\n\n{DATA_LOOKUP}\n\nRun `{prog} COMMAND --help` for a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="vanilla vs spectral on a CIFAR-10 subset (~3 min, 2 cores)")
-    demo.add_argument("--out", default="specnorm_demo", help="output directory")
-    demo.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
-    demo.add_argument("--no-download", action="store_true",
-                      help="never download CIFAR-10 (fall back to the digits instead)")
-    demo.add_argument("--epochs", type=int, default=15)
-    demo.add_argument("--train-size", type=int, default=2000)
-    demo.add_argument("--test-size", type=int, default=2000)
-    demo.add_argument("--batch-size", type=int, default=250)
-    demo.add_argument("--lr", type=float, default=0.1)
-    demo.add_argument("--model", choices=MODEL_NAMES, default="vgg-bn")
-    demo.add_argument("--threads", type=int, default=1,
-                      help="BLAS threads (default 1; 0 = the BLAS library's default)")
+    d = DEMO_SETTINGS
+    demo = sub.add_parser(
+        "demo", formatter_class=_HelpFormatter,
+        help="vanilla vs spectral on a CIFAR-10 subset (about 1.5 minutes on 2 cores)",
+        description=f"Train the `{d['model']}` model twice on {d['train_size']:,} CIFAR-10 "
+                    f"images (vanilla, then with the spectral penalty, λ = "
+                    f"{d['spectral_lambda']:g}), print a table "
+                    "(accuracy, gap, σ of every layer, input-gradient norm on test data) and "
+                    "write demo.png. Without CIFAR-10 (and no network) it falls back to "
+                    "scikit-learn's 8x8 digits and says which settings change.",
+        epilog=_examples(prog, "demo", "demo --data-root ~/datasets --out my_demo",
+                         "demo --epochs 40 --train-size 5000") + f"\n\n{DATA_LOOKUP}")
+    demo.add_argument("--out", default="specnorm_demo",
+                      help="output directory (runs, demo.png); created if needed")
+    demo.add_argument("--data-root", default=None,
+                      help="directory holding cifar-10-batches-py/ (must exist unless "
+                           "--download; default: $SPECNORM_DATA, else ~/.cache/specnorm_np)")
+    fetch = demo.add_mutually_exclusive_group()
+    fetch.add_argument("--download", action="store_true",
+                       help="allow a --data-root that does not exist yet: it is created and "
+                            "CIFAR-10 downloaded into it (an existing data root, or the "
+                            "default cache, is downloaded into whenever CIFAR-10 is absent, "
+                            "unless --no-download)")
+    fetch.add_argument("--no-download", action="store_true",
+                       help="never download CIFAR-10 (fall back to the digits instead)")
+    demo.add_argument("--model", choices=MODEL_NAMES, default=d["model"],
+                      help="network (see specnorm_np/models.py)")
+    demo.add_argument("--epochs", type=POSITIVE_INT, default=d["epochs"], help="epochs per run")
+    demo.add_argument("--train-size", type=_number(int, 10, what=" (one image per class)"),
+                      default=d["train_size"], help="CIFAR-10 training images (stratified)")
+    demo.add_argument("--test-size", type=_number(int, 10, what=" (one image per class)"),
+                      default=d["test_size"], help="CIFAR-10 test images (stratified)")
+    demo.add_argument("--batch-size", type=POSITIVE_INT, default=d["batch_size"],
+                      help="minibatch size")
+    demo.add_argument("--lr", type=POSITIVE_FLOAT, default=d["lr"],
+                      help="initial learning rate (Nesterov SGD, ×0.1 at 50%% and 75%%)")
+    demo.add_argument("--spectral-lambda", type=POSITIVE_FLOAT, default=d["spectral_lambda"],
+                      help="λ of the spectral penalty (the paper: 0.01; the demo uses more, "
+                           "see the README)")
+    demo.add_argument("--threads", type=NON_NEGATIVE_INT, default=1,
+                      help="BLAS threads (0 = the BLAS library's default)")
 
-    compare = sub.add_parser("compare", help="the paper's grid: methods x batch sizes x seeds")
+    compare = sub.add_parser(
+        "compare", formatter_class=_HelpFormatter,
+        help="the paper's grid: methods x batch sizes x seeds",
+        description="Train every (method, batch size, seed) and write per-run results, "
+                    "summary tables, statistics.json and figures to --out. Re-running the same "
+                    "command skips finished runs and resumes interrupted ones; a different "
+                    "configuration in the same --out is refused (see --overwrite).",
+        epilog=_examples(
+            prog,
+            "compare --train-size 2000 --test-size 2000 --epochs 5 --batch-sizes 64 \\\n"
+            "      --methods vanilla spectral --no-hessian --out results/quick   # ~2 minutes",
+            "compare --download --out results/paper4 --seeds 0 1 2 --jobs 2",
+            "compare --dataset digits --model mlp --epochs 10 --out results/digits",
+            "compare --backend dask --scheduler tcp://10.0.0.5:8786 --jobs 8 \\\n"
+            "      --data-root /shared/data --out /shared/results/grid")
+        + f"\n\n{DATA_LOOKUP}\n\nOn a Dask cluster every worker needs the data at the same "
+          "path as the client (the\nclient sends the location it resolved) and --out on a "
+          "file system that all of them share.")
     compare.add_argument("--methods", nargs="+", default=list(PAPER_METHODS),
-                         help=f"from {', '.join(METHODS)} (default: the paper's four)")
+                         help=f"methods, from {', '.join(METHODS)} (default: the paper's four)")
     compare.add_argument("--batch-sizes", nargs="+", type=_int_list, default=None,
-                         help="default: 64 and the paper's 4096/50000 scaled to --train-size")
-    compare.add_argument("--model", choices=MODEL_NAMES, default="vgg")
+                         help="batch sizes (default: 64 and the paper's 4096/50000 scaled to "
+                              "--train-size, as a power of two >= 128)")
+    compare.add_argument("--model", choices=MODEL_NAMES, default="vgg-bn",
+                         help="network (see specnorm_np/models.py); vgg-bn trains at the "
+                              "paper's learning rates, plain vgg trains poorly at them")
     compare.add_argument("--width", type=POSITIVE_INT, default=None,
-                         help="model width (see models.py)")
-    compare.add_argument("--dataset", choices=("cifar10", "digits"), default="cifar10")
-    compare.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
-    compare.add_argument("--download", action="store_true", help="download CIFAR-10 if absent")
+                         help="model width (default: per model, see models.py; vgg: 16)")
+    compare.add_argument("--dataset", choices=("cifar10", "digits"), default="cifar10",
+                         help="data set (digits: scikit-learn's 8x8 images, for quick tests)")
+    compare.add_argument("--data-root", default=None,
+                         help="directory holding cifar-10-batches-py/ (must exist unless "
+                              "--download; default: $SPECNORM_DATA, else ~/.cache/specnorm_np)")
+    compare.add_argument("--download", action="store_true",
+                         help="download CIFAR-10 (170 MB) into the data root if absent")
     compare.add_argument("--train-size", type=_number(int, 10, what=" (one image per class)"),
                          default=None,
-                         help="training images, stratified (default 5000; digits: all)")
+                         help="training images, stratified (default: 5000 for cifar10, all "
+                              "1,348 for digits)")
     compare.add_argument("--test-size", type=_number(int, 10, what=" (one image per class)"),
-                         default=None, help="default: all test images")
+                         default=None, help="test images, stratified (default: all)")
     compare.add_argument("--data-seed", type=NON_NEGATIVE_INT, default=0,
                          help="seed of the subsets")
     compare.add_argument("--epochs", type=POSITIVE_INT, default=30,
-                         help="epochs at the smallest batch")
+                         help="epochs at the smallest batch size")
     length = compare.add_mutually_exclusive_group()
     length.add_argument("--large-batch-epochs", type=POSITIVE_INT, default=None,
-                        help="epochs at larger batches (default --epochs; the paper doubles)")
+                        help="epochs at larger batches (default: --epochs; the paper doubles)")
     length.add_argument("--large-batch-updates", type=POSITIVE_INT, default=None,
                         help="length of the larger-batch runs in optimizer updates instead: "
                              "the fewest whole epochs that make at least this many (the paper's "
@@ -124,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--large-batch-lr-factor", type=POSITIVE_FLOAT, default=10.0,
                          help="initial LR multiplier at larger batches (paper: 10)")
     compare.add_argument("--warmup-epochs", type=NON_NEGATIVE_INT, default=0,
-                         help="linear LR warm-up over this many epochs (default 0: none, as in "
-                              "the paper; using it is a deviation to state)")
+                         help="linear LR warm-up over this many epochs (0: none, as in the "
+                              "paper; using it is a deviation to state)")
     compare.add_argument("--augment", action="store_true",
                          help="random crop (4-pixel zero padding) and horizontal flip per batch, "
                               "drawn from the run's seed (the paper augments STL-10 only)")
@@ -135,56 +241,90 @@ def build_parser() -> argparse.ArgumentParser:
                          help="evaluate the per-epoch curves on this many training and test "
                               "images (default: all); final numbers always use the full sets")
     compare.add_argument("--seeds", nargs="+", type=_int_list, default=[[0]],
-                         help="seeds (default 0); each gives its own initial weights and batch "
+                         help="seeds (default: 0); each gives its own initial weights and batch "
                               "order, shared by all methods")
     compare.add_argument("--metric-examples", type=POSITIVE_INT, default=1000,
-                         help="train and test images for the input-gradient norms")
-    compare.add_argument("--hessian-examples", type=POSITIVE_INT, default=500)
-    compare.add_argument("--hessian-iterations", type=POSITIVE_INT, default=20)
-    compare.add_argument("--no-hessian", action="store_true")
+                         help="training and test images for the input-gradient norms")
+    compare.add_argument("--hessian-examples", type=POSITIVE_INT, default=500,
+                         help="examples for the top Hessian eigenvalue (at most "
+                              "--metric-examples)")
+    compare.add_argument("--hessian-iterations", type=POSITIVE_INT, default=20,
+                         help="power-iteration steps for the top Hessian eigenvalue (two "
+                              "gradient passes each)")
+    compare.add_argument("--no-hessian", action="store_true",
+                         help="skip the Hessian estimate (the slowest metric; Fig. 3 empty)")
     compare.add_argument("--certify-examples", type=NON_NEGATIVE_INT, default=500,
                          help="test images for each finished run's certified accuracy, with the "
                               "per-layer true-norm intervals and the certified Lipschitz bound "
                               "(0: skip)")
     compare.add_argument("--alpha", type=float, default=None,
                          help="threshold of gap_alpha (default: chosen per batch size)")
-    compare.add_argument("--out", required=True, help="output directory")
+    compare.add_argument("--out", required=True,
+                         help="output directory (created if needed; one configuration per run)")
     compare.add_argument("--overwrite", action="store_true",
                          help="delete and redo runs in --out whose configuration (or, for "
                               "interrupted runs, numerics code) differs; without it they are "
                               "refused and kept")
     compare.add_argument("--jobs", type=POSITIVE_INT, default=1,
-                         help="runs in parallel (processes)")
+                         help="runs in parallel (processes, or Dask tasks)")
     compare.add_argument("--threads", type=NON_NEGATIVE_INT, default=1,
                          help="BLAS threads per run (results are identical for a fixed value; "
                               "0 = the BLAS library's default)")
-    compare.add_argument("--backend", choices=("loky", "dask"), default="loky")
+    compare.add_argument("--backend", choices=("loky", "dask"), default="loky",
+                         help="how --jobs run: local processes (loky) or Dask")
     compare.add_argument("--scheduler", default=None,
-                         help="Dask scheduler address (default: a local cluster)")
-    compare.add_argument("--keep-checkpoints", action="store_true")
-    compare.add_argument("--quiet", action="store_true")
+                         help="Dask scheduler address, e.g. tcp://127.0.0.1:8786 (default: a "
+                              "new local cluster)")
+    compare.add_argument("--keep-checkpoints", action="store_true",
+                         help="keep each finished run's checkpoint.npz")
+    compare.add_argument("--quiet", action="store_true", help="no progress output")
 
-    plot = sub.add_parser("plot", help="redraw tables and figures from a compare directory")
-    plot.add_argument("directory")
-    plot.add_argument("--layer", default=None, help="weight for Fig. 4 (default: largest)")
-    plot.add_argument("--alpha", type=float, default=None)
+    plot = sub.add_parser(
+        "plot", formatter_class=_HelpFormatter,
+        help="redraw tables and figures from a compare directory",
+        description="Read DIRECTORY/runs/*/result.json and rewrite summary.csv, "
+                    "summary_long.csv, correlations.csv, statistics.json and fig1-fig4. Runs "
+                    "of different data sets or models are never mixed: the command refuses "
+                    "and lists them.",
+        epilog=_examples(prog, "plot results/quick", "plot results/quick --layer 0.weight"))
+    plot.add_argument("directory", help="an output directory of compare")
+    plot.add_argument("--layer", default=None,
+                      help="weight for Fig. 4 by parameter name, as in result.json (e.g. "
+                           "0.weight; a wrong name lists them all; default: the one with the "
+                           "most singular values)")
+    plot.add_argument("--alpha", type=float, default=None,
+                      help="threshold of gap_alpha (default: chosen per batch size)")
 
-    sub.add_parser("gradcheck", help="numerical gradient check of every layer and regularizer")
+    sub.add_parser(
+        "gradcheck", formatter_class=_HelpFormatter,
+        help="numerical gradient check of every layer and regularizer (about a minute)",
+        description="Compare every layer's, model's and regularizer's analytic gradient with "
+                    "central differences in float64 and print a table of relative errors; "
+                    "exit 1 when any check fails.",
+        epilog=_examples(prog, "gradcheck"))
 
     certify = sub.add_parser(
-        "certify", help="certified per-layer norm intervals, Lipschitz bound and certified "
-        "accuracy of every run with weights.npz in a compare directory")
-    certify.add_argument("directory")
-    certify.add_argument("--test-size", type=int, default=500,
+        "certify", formatter_class=_HelpFormatter,
+        help="certified per-layer norm intervals, Lipschitz bound and certified accuracy of "
+             "every run with weights.npz in a compare directory",
+        description="For every finished run of DIRECTORY with saved weights: an interval "
+                    "[lower, certified upper] for each layer's true operator norm, the "
+                    "network's certified l2 Lipschitz bound and the certified accuracy at a few "
+                    "radii; writes certified.json and fig5_true_norms.png.",
+        epilog=_examples(prog, "certify results/study-mlp",
+                         "certify results/quick --test-size 200 --radii 0 0.01 0.1"))
+    certify.add_argument("directory", help="an output directory of compare")
+    certify.add_argument("--test-size", type=POSITIVE_INT, default=500,
                          help="test images for the certified accuracy (multiple of 10)")
     certify.add_argument("--radii", nargs="+", default=None,
-                         help="l2 radii (default 0 0.01 0.03 0.1 0.3)")
-    certify.add_argument("--local-examples", type=int, default=100,
+                         help="l2 radii (default: 0 0.01 0.03 0.1 0.3)")
+    certify.add_argument("--local-examples", type=POSITIVE_INT, default=100,
                          help="test images at which sigma(J(x)) is measured")
-    certify.add_argument("--power-iterations", type=int, default=None,
-                         help="steps of each layer's lower bound (default 100)")
+    certify.add_argument("--power-iterations", type=POSITIVE_INT, default=None,
+                         help="steps of each layer's lower bound (default: 100)")
     certify.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
-    certify.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    certify.add_argument("--threads", type=NON_NEGATIVE_INT, default=1,
+                         help="BLAS threads (0 = the BLAS library's default)")
     return parser
 
 
@@ -203,6 +343,16 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.data_root is not None and not Path(args.data_root).is_dir() and not args.download:
         parser.error(f"--data-root {args.data_root}: no such directory (give the folder that "
                      "holds cifar-10-batches-py/, or add --download to download it there)")
+    import importlib.util
+
+    needs = ["joblib"] if args.jobs > 1 or args.backend == "dask" else []
+    needs += ["distributed"] if args.backend == "dask" else []
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    if missing:
+        extra = "dask" if args.backend == "dask" else "parallel"
+        parser.error(f"--jobs {args.jobs} --backend {args.backend} needs {' and '.join(missing)}"
+                     f", which is not installed: pip install \"specnorm_np[{extra}]\" (or "
+                     "run with --jobs 1)")
     seeds = [seed for group in args.seeds for seed in group]
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {seeds}")
@@ -258,17 +408,27 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _report(results: list, out: str, alpha: float | None, layer: str | None,
             quiet: bool = False) -> int:
-    from specnorm_np.experiments.plots import plot_all
+    from tqdm.auto import tqdm
+
+    from specnorm_np.experiments import plots
     from specnorm_np.experiments.summary import correlations, format_table, write_summary
 
-    table = write_summary(results, out, alpha)
-    figures = plot_all(results, out, layer)
+    plots.check_one_setting(results, out)  # before anything is written
+    steps = ["tables and statistics", *plots.FIGURE_NAMES]
+    figures = []
+    with tqdm(steps, desc="summary", leave=False, disable=quiet, unit="file") as bar:
+        for step in bar:
+            bar.set_description_str(f"writing {step}")
+            if step == steps[0]:
+                table = write_summary(results, out, alpha)
+            else:
+                figures += plots.plot_all(results, out, layer, only=step)
     if not quiet:
         print(format_table(table))
         for c in correlations(results):
             print(f"gap vs input-gradient norm ({c['split']}, {c['aggregation']}): "
                   f"Pearson r = {c['pearson_r']:.3f} over {c['points']} points")
-        print(f"wrote {out}/summary.csv, summary_long.csv, correlations.csv"
+        print(f"wrote {out}/summary.csv, summary_long.csv, correlations.csv, statistics.json"
               + (" and " + ", ".join(f.name for f in figures) if figures
                  else " (no figures: no run finished)"))
     diverged = [r["id"] for r in results if r["status"] != "finished"]
@@ -297,22 +457,38 @@ def _certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from specnorm_np.experiments.demo import run_demo
+
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir() \
+            and not args.download:
+        parser.error(f"--data-root {args.data_root}: no such directory (give the folder that "
+                     "holds cifar-10-batches-py/, or add --download to download it there)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a file; give a directory (it is created if needed)")
+    if args.batch_size > args.train_size:
+        parser.error(f"--batch-size {args.batch_size} is larger than --train-size "
+                     f"{args.train_size}")
+    run_demo(args.out, root=args.data_root, train_size=args.train_size,
+             test_size=args.test_size, epochs=args.epochs, batch_size=args.batch_size,
+             lr=args.lr, model=args.model, spectral_lambda=args.spectral_lambda,
+             download=not args.no_download, threads=args.threads or None)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from specnorm_np.data import DatasetError
     from specnorm_np.experiments.compare import ResultsError
+    from specnorm_np.experiments.plots import MixedRunsError
     from specnorm_np.experiments.provenance import DirectoryLocked
 
     try:
         if args.command == "demo":
-            from specnorm_np.experiments.demo import run_demo
-
-            run_demo(args.out, root=args.data_root, train_size=args.train_size,
-                     test_size=args.test_size, epochs=args.epochs, batch_size=args.batch_size,
-                     lr=args.lr, model=args.model, download=not args.no_download,
-                     threads=args.threads or None)
-            return 0
+            return _demo(args, parser)
         if args.command == "compare":
             return _compare(args, parser)
         if args.command == "certify":
@@ -328,17 +504,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             try:
                 return _report(results, args.directory, args.alpha, args.layer)
-            except ValueError as error:  # --layer that no run has
+            except ValueError as error:  # --layer that no run has, runs of mixed settings
                 print(f"error: {error}", file=sys.stderr)
                 return 2
         from specnorm_np.experiments.gradcheck_table import format_rows, run_checks
 
-        rows = run_checks()
+        rows = run_checks(progress=True)
         print(format_rows(rows))
         return 0 if all(result is not None for _, result, _ in rows) else 1
-    except (DatasetError, FileNotFoundError, ResultsError, DirectoryLocked) as error:
+    except (DatasetError, FileNotFoundError, ResultsError, DirectoryLocked,
+            MixedRunsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        if getattr(args, "backend", None) != "dask":
+            raise
+        # a task that failed on a Dask worker (compare._run_on_worker names the worker)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during `compare` (see compare.run_grid)
         if args.command == "compare":
             print("interrupted: finished runs are kept; run the same command again to resume "

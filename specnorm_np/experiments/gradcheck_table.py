@@ -104,16 +104,29 @@ def _regularizer_checks(rng: np.random.Generator) -> Iterator[tuple[str, Callabl
     yield "Adversarial", adversarial_check
 
 
-def run_checks(seed: int = 0) -> list[tuple[str, CheckResult | None, str]]:
-    """Run every check; returns rows (component, result or None, error message or "")."""
+def run_checks(seed: int = 0, progress: bool = False) -> list[tuple[str, CheckResult | None,
+                                                                    str]]:
+    """Run every check; returns rows (component, result or None, error message or "").
+
+    ``progress`` shows a progress bar (tqdm, on stderr) with the component being checked.
+    """
+    from tqdm.auto import tqdm
+
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, CheckResult | None, str]] = []
+    spare = np.random.default_rng(seed)  # counts the cases without using rng's draws
+    total = sum(1 for _ in _layer_cases(spare)) + 1 + sum(1 for _ in _model_cases(spare)) + \
+        sum(1 for _ in _regularizer_checks(spare))
+    bar = tqdm(total=total, desc="gradient checks", unit="check", leave=False,
+               disable=not progress)
 
     def record(component: str, check: Callable[[], list[CheckResult]]) -> None:
+        bar.set_description_str(f"gradient check: {component}")
         try:
             rows.extend((component, r, "") for r in check())
         except (GradcheckError, ValueError, NotImplementedError) as error:
             rows.append((component, None, str(error)))
+        bar.update()
 
     for label, layer, x in _layer_cases(rng):
         layer.astype(np.float64)
@@ -131,6 +144,7 @@ def run_checks(seed: int = 0) -> list[tuple[str, CheckResult | None, str]]:
             model, x, y, tol=TOLERANCE, max_elements=400, directions=6))
     for label, check in _regularizer_checks(rng):
         record(label, check)
+    bar.close()
     return rows
 
 
