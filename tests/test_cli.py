@@ -212,7 +212,7 @@ def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys) -> None:
     assert "is a file" in capsys.readouterr().err and target.read_text() == "keep me"
 
 
-# ---- issue 19: help, defaults, mistakes -------------------------------------------------------
+# ---- help, defaults, mistakes -----------------------------------------------------------------
 
 def _subparsers():
     import argparse
@@ -226,7 +226,7 @@ def _subparsers():
 
 def test_every_option_has_a_description_and_help_shows_defaults_examples_and_data(capsys):
     parser, commands = _subparsers()
-    assert set(commands) == {"demo", "compare", "plot", "gradcheck"}
+    assert set(commands) == {"demo", "compare", "plot", "gradcheck", "certify"}
     for name, sub in commands.items():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest}: no help text"

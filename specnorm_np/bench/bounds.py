@@ -1,4 +1,4 @@
-"""Time and value of each way to bound a convolution's operator norm (issue 16).
+"""Time and value of each way to bound a convolution's operator norm.
 
 ``python -m specnorm_np.bench.bounds [--out FILE.json] [--threads 1]`` runs, for every conv
 layer of ``build_model("vgg")`` and ``build_model("vgg-bn")`` at 32x32 (He-initialised, seed 0)
