@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = ["write_atomically", "remove_stale_temporaries", "temporary_name"]
 
@@ -22,18 +24,24 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{_TEMPORARY_MARK}{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> Path:
+def write_atomically(path: str | os.PathLike[str],
+                     data: bytes | str | Callable[[BinaryIO], object]) -> Path:
     """Write ``data`` to ``path`` through a unique temporary file in the same directory.
 
-    The temporary is flushed to disk and renamed over ``path`` (:func:`os.replace`), so readers
-    see the old file or the new one, never a mixture; concurrent writers never share a name.
+    ``data`` is bytes, text (UTF-8) or a function that writes into the open binary file (e.g.
+    ``lambda f: numpy.savez(f, ...)``). The temporary is flushed to disk and renamed over
+    ``path`` (:func:`os.replace`), so readers see the old file or the new one, never a mixture;
+    concurrent writers never share a name; on an error the temporary is removed and the old
+    file is left as it was.
     """
     path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
     temporary = temporary_name(path)
     try:
         with open(temporary, "wb") as handle:
-            handle.write(payload)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from specnorm_np._files import temporary_name
+from specnorm_np._files import write_atomically
 from specnorm_np.backend import to_numpy
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
@@ -76,16 +76,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     meta = json.dumps(_encode(state, arrays))
-    temporary = temporary_name(path)  # unique: concurrent writers never collide
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays, **{_META: np.array(meta)})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    write_atomically(path, lambda handle: np.savez(handle, **arrays,
+                                                   **{_META: np.array(meta)}))
     return path
 
 
