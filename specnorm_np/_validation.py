@@ -108,8 +108,8 @@ def check_float_dtype(dtype: Any, owner: str, name: str = "dtype") -> np.dtype:
 
     Layers hold float parameters only: an integer weight would silently truncate every update.
     """
-    try:
-        resolved = np.dtype(dtype)
+    try:  # (numpy.dtype(None) would be float64: None is refused instead)
+        resolved = None if dtype is None else np.dtype(dtype)
     except TypeError:
         resolved = None
     if resolved is None or resolved.kind != "f":

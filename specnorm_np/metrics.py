@@ -41,7 +41,7 @@ import numpy as np
 
 from specnorm_np._validation import check_int
 from specnorm_np.backend import get_array_module, to_numpy
-from specnorm_np.nn.losses import SoftmaxCrossEntropy
+from specnorm_np.nn.losses import SoftmaxCrossEntropy, check_labels
 from specnorm_np.spectral.views import as_matrix, named_weights
 
 __all__ = [
@@ -101,6 +101,8 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = 500) -> tuple[floa
     with _EvalMode(model):
         for part in _batches(n, batch_size):
             logits = model.forward(x[part])
+            if part.start == 0:  # all labels at once, against the model's number of classes
+                check_labels(y, (n, logits.shape[1]), "metrics.evaluate")
             total_loss += float(to_numpy(criterion.per_example(logits, y[part])).sum())
             correct += accuracy(logits, y[part]) * (part.stop - part.start)
     return total_loss / n, correct / n

@@ -14,7 +14,6 @@ from specnorm_np.ops import (
     conv2d_naive,
     conv_output_hw,
     im2col,
-    workspace_buffer,
 )
 
 # (H, W, C, kernel, stride, padding): non-square inputs and kernels, strides 1/2/(2,1), pads 0-2
@@ -112,9 +111,8 @@ def test_reused_buffers_give_fresh_results(rng):
     x1, x2 = rng.standard_normal((2, 2, 5, 6, 3))
     ho, wo = conv_output_hw((5, 6), kernel, stride, padding)
     out = np.full((2, ho, wo, 3, 2, 3), np.nan)
-    padded = np.zeros((2, 9, 8, 3))
-    im2col(x1, kernel, stride, padding, out=out, padded_out=padded)
-    second = im2col(x2, kernel, stride, padding, out=out, padded_out=padded)
+    im2col(x1, kernel, stride, padding, out=out)
+    second = im2col(x2, kernel, stride, padding, out=out)
     np.testing.assert_array_equal(second, im2col(x2, kernel, stride, padding))
 
 
@@ -128,16 +126,6 @@ def test_float32_stays_float32(backend, rng):
     patches = im2col(x, 3, 1, 1)
     assert patches.dtype == np.float32
     assert col2im(patches, x.shape, 3, 1, 1).dtype == np.float32
-
-
-def test_workspace_buffer_reuse_rules():
-    workspace: dict = {}
-    a = workspace_buffer(workspace, "a", (2, 3), np.float32, np, tag=1)
-    assert a.dtype == np.float32 and not a.any()
-    assert workspace_buffer(workspace, "a", (2, 3), np.float32, np, tag=1) is a
-    assert workspace_buffer(workspace, "a", (2, 3), np.float32, np, tag=2) is not a
-    assert workspace_buffer(workspace, "a", (2, 3), np.float64, np, tag=2).dtype == np.float64
-    assert workspace_buffer(None, "a", (2, 3), np.float32, np) is not a
 
 
 def test_kernel_larger_than_padded_input_is_an_error(rng):

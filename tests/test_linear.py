@@ -76,8 +76,14 @@ def test_wrong_upstream_gradient_shape() -> None:
 
 
 def test_constructor_validation() -> None:
-    with pytest.raises(ValueError, match="Linear: in_features and out_features must be >= 1"):
+    with pytest.raises(ValueError, match="Linear: in_features must be an int >= 1, got 0"):
         nn.Linear(0, 3)
+    with pytest.raises(ValueError, match="Linear: out_features must be an int >= 1, got 2.0"):
+        nn.Linear(3, 2.0)
+    for dtype in (np.int32, np.int64, np.bool_, None):
+        with pytest.raises(ValueError, match="Linear: dtype must be a floating-point dtype"):
+            nn.Linear(3, 2, dtype=dtype)
+    assert nn.Linear(3, 2, dtype=np.float64).weight.data.dtype == np.float64
 
 
 def test_he_initialisation_is_seeded_with_the_right_scale() -> None:

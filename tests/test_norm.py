@@ -202,12 +202,16 @@ def test_backward_errors() -> None:
 
 
 def test_constructor_validation() -> None:
-    with pytest.raises(ValueError, match="BatchNorm2d: num_features must be a positive int"):
+    with pytest.raises(ValueError, match="BatchNorm2d: num_features must be an int >= 1, got 0"):
         nn.BatchNorm2d(0)
-    with pytest.raises(ValueError, match="BatchNorm1d: eps must be a positive number"):
+    with pytest.raises(ValueError, match="BatchNorm1d: eps must be a finite number > 0, got 0"):
         nn.BatchNorm1d(3, eps=0)
-    with pytest.raises(ValueError, match="BatchNorm1d: momentum must be a number in \\[0, 1\\]"):
+    with pytest.raises(ValueError,
+                       match="BatchNorm1d: momentum must be a finite number in \\[0, 1\\]"):
         nn.BatchNorm1d(3, momentum=1.5)
+    for dtype in (np.int32, np.bool_, "U3"):
+        with pytest.raises(ValueError, match="BatchNorm2d: dtype must be a floating-point dtype"):
+            nn.BatchNorm2d(3, dtype=dtype)
     layer = nn.BatchNorm2d(4)
     assert not layer.weight.regularize and not layer.bias.regularize
     assert repr(layer) == "BatchNorm2d(4, eps=1e-05, momentum=0.1)"
