@@ -112,9 +112,10 @@ class _BatchNorm(Module):
                 "batch or call eval()"
             )
         ones = xp.ones(m, dtype=rows.dtype)
-        mean = (ones @ rows) / m
-        centered = rows - mean
-        var = (ones @ (centered * centered)) / m  # biased: the one used to normalise
+        with np.errstate(over="ignore", invalid="ignore"):  # detected just below
+            mean = (ones @ rows) / m
+            centered = rows - mean
+            var = (ones @ (centered * centered)) / m  # biased: the one used to normalise
         if not bool(xp.isfinite(var).all()):  # a float32 sum overflowed: redo it in float64
             mean, centered, var = _statistics_in_float64(rows)
         inv_std = (1.0 / xp.sqrt(var + self.eps)).astype(rows.dtype, copy=False)
