@@ -13,8 +13,8 @@ so the backward pass is Linear's, applied to the patch rows (dY = dy.reshape(-1,
 
 :class:`Conv2d` computes exactly these lines when ``implementation = "reference"``. By default
 (``"fast"``) it calls the functions of :mod:`specnorm_np.ops.conv`, which compute the same
-numbers by batch chunks in reused scratch memory, with dx by a flipped-kernel convolution for
-stride 1; the tests check that both implementations agree.
+numbers by batch chunks in reused scratch memory, with dx by a flipped-kernel convolution where
+that is cheaper (stride 1); the tests check that both implementations agree.
 """
 
 from __future__ import annotations

@@ -228,7 +228,11 @@ class AvgPool2d(_WindowPool2d):
         return y
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, H', W', C) -> dx (N, H, W, C): dy / (kh·kw) spread over each window."""
+        """dy (N, H', W', C) -> dx (N, H, W, C): dy / (kh·kw) spread over each window.
+
+        ``y[p, q]`` is the mean of its kh·kw window, so ∂y[p, q]/∂x = 1/(kh·kw) on the window
+        and 0 elsewhere; overlapping windows add their shares.
+        """
         x_shape, output_hw, y_shape, dtype = self._require_cache()
         check_grad(self, dy, y_shape, dtype)
         share = dy * (1.0 / (self.kernel_size[0] * self.kernel_size[1]))
@@ -255,7 +259,8 @@ class GlobalAvgPool2d(Module):
         return x.reshape(n, h * w, c).sum(axis=1) * (1.0 / (h * w))
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, C) -> dx (N, H, W, C)."""
+        """dy (N, C) -> dx (N, H, W, C): y is the mean of the H·W positions, so each position
+        gets dy / (H·W)."""
         x_shape, dtype = self._require_cache()
         n, h, w, c = x_shape
         check_grad(self, dy, (n, c), dtype)
