@@ -30,8 +30,8 @@ class Flatten(Module):
         return x.reshape(shape[0], math.prod(shape[1:]))
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, prod(...)) -> dx (N, ...): a reshape only moves entries, so its Jacobian is a
-        permutation-free identity and dx is dy reshaped back."""
+        """dy (N, prod(...)) -> dx (N, ...): a reshape keeps every entry in its order, so its
+        Jacobian is the identity and dx is dy reshaped back."""
         shape, dtype = self._require_cache()
         check_grad(self, dy, (shape[0], math.prod(shape[1:])), dtype)
         return dy.reshape(shape)
