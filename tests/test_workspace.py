@@ -57,3 +57,17 @@ def test_zeros_with_reuses_memory_for_the_same_region(rng):
 def test_zeros_with_rejects_a_region_of_the_wrong_rank():
     with pytest.raises(ValueError, match="Workspace.zeros_with: region must be 2 slices"):
         Workspace().zeros_with("x", (1, 4, 3), (slice(None),), np.zeros((1, 4, 3)))
+
+
+def test_a_workspace_in_use_can_be_deep_copied_and_pickled(rng):
+    """Models are deep-copied (metrics' float64 clones) and pickled (parallel runs)."""
+    import copy
+    import pickle
+
+    workspace = Workspace()
+    workspace.empty("a", (2, 3), np.float32, np.zeros(1))
+    workspace.zeros_with("b", (1, 4, 3), (slice(1, 3), slice(None)), rng.standard_normal((1, 2, 3)))
+    for clone in (copy.deepcopy(workspace), pickle.loads(pickle.dumps(workspace))):
+        assert clone.arrays().keys() == {"a", "b"}
+        np.testing.assert_array_equal(clone.arrays()["b"], workspace.arrays()["b"])
+        assert clone.empty("a", (2, 3), np.float32, np.zeros(1)) is clone.arrays()["a"]

@@ -52,9 +52,16 @@ class Workspace:
         """Forget every array (e.g. after a move to another device or dtype)."""
         self._arrays.clear()
 
-    def _lookup(self, name: str, key: tuple) -> Any:
+    def _lookup(self, name: str, key: tuple, xp: Any) -> Any:
+        """The array kept under ``name`` if it was made for ``key`` on device module ``xp``.
+
+        (The module is checked on the array rather than kept in the key, so that a model
+        holding a workspace can still be deep-copied and pickled.)
+        """
         found = self._arrays.get(name)
-        return found[1] if found is not None and found[0] == key else None
+        if found is not None and found[0] == key and get_array_module(found[1]) is xp:
+            return found[1]
+        return None
 
     def empty(self, name: str, shape: tuple[int, ...], dtype: Any, like: Any) -> Any:
         """An array of ``shape`` and ``dtype`` on ``like``'s device, with arbitrary contents.
@@ -62,8 +69,8 @@ class Workspace:
         The caller must overwrite every entry it reads (an ``out=`` argument does).
         """
         xp = get_array_module(like)
-        key = ("empty", tuple(int(s) for s in shape), xp.dtype(dtype), xp)
-        array = self._lookup(name, key)
+        key = ("empty", tuple(int(s) for s in shape), xp.dtype(dtype))
+        array = self._lookup(name, key, xp)
         if array is None:
             array = xp.empty(key[1], dtype=dtype)
             self._arrays[name] = (key, array)
@@ -79,8 +86,8 @@ class Workspace:
         """
         xp = get_array_module(values)
         shape = tuple(int(s) for s in shape)
-        key = ("zeros_with", shape, values.dtype, xp, _region_key(region, shape))
-        array = self._lookup(name, key)
+        key = ("zeros_with", shape, values.dtype, _region_key(region, shape))
+        array = self._lookup(name, key, xp)
         if array is None:  # a new region (or size): start from zeros
             array = xp.zeros(shape, dtype=values.dtype)
             self._arrays[name] = (key, array)
