@@ -85,10 +85,11 @@ def check_choice(value: Any, name: str, owner: str, choices: Iterable[Any], *,
                  error: type[Exception] = ValueError) -> Any:
     """``value`` if it is one of ``choices``, else an error listing them."""
     choices = tuple(choices)
-    if not any(value == choice and type(value) is type(choice) for choice in choices):
-        listed = ", ".join(repr(c) for c in choices)
-        raise _fail(error, owner, name, f"one of {listed}", value)
-    return value
+    for choice in choices:  # (a loop, not any(...): this runs in every forward pass)
+        if type(value) is type(choice) and value == choice:
+            return value
+    listed = ", ".join(repr(c) for c in choices)
+    raise _fail(error, owner, name, f"one of {listed}", value)
 
 
 def as_pair(value: Any, name: str, owner: str, minimum: int) -> tuple[int, int]:

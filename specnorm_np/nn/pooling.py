@@ -145,8 +145,8 @@ class MaxPool2d(_WindowPool2d):
         return y
 
     def _keep(self, index: Any, x: Any, output_hw: tuple[int, int]) -> None:
-        keep_input = check_choice(self.implementation, "implementation", self.label,
-                                  ("fast", "reference")) == "reference"
+        keep_input = self.implementation != "fast" and check_choice(
+            self.implementation, "implementation", self.label, ("fast", "reference")) == "reference"
         self._cache = (index, tuple(x.shape), output_hw, x.dtype, x if keep_input else None)
 
     def _forward_frozen(self, x: Any, output_hw: tuple[int, int]) -> Any:

@@ -25,14 +25,12 @@ from specnorm_np.backend import get_array_module
 __all__ = ["Workspace"]
 
 
-def _region_key(region: tuple[slice, ...], shape: tuple[int, ...]) -> tuple:
-    """A hashable, normalised form of ``region`` (slices of the axes after the first)."""
+def _check_region(region: tuple[slice, ...], shape: tuple[int, ...]) -> None:
     if len(region) != len(shape) - 1 or not all(isinstance(s, slice) for s in region):
         raise ValueError(
             f"Workspace.zeros_with: region must be {len(shape) - 1} slices (one per axis after "
             f"the first), got {region!r}"
         )
-    return tuple(s.indices(size) for s, size in zip(region, shape[1:]))
 
 
 class Workspace:
@@ -52,14 +50,16 @@ class Workspace:
         """Forget every array (e.g. after a move to another device or dtype)."""
         self._arrays.clear()
 
-    def _lookup(self, name: str, key: tuple, xp: Any) -> Any:
-        """The array kept under ``name`` if it was made for ``key`` on device module ``xp``.
+    def _lookup(self, name: str, key: tuple, like: Any) -> Any:
+        """The array kept under ``name`` if it was made for ``key``, of ``like``'s array type.
 
-        (The module is checked on the array rather than kept in the key, so that a model
-        holding a workspace can still be deep-copied and pickled.)
+        (The array type, hence the device, is checked on the array rather than kept in the key,
+        so that a model holding a workspace can still be deep-copied and pickled.)
         """
         found = self._arrays.get(name)
-        if found is not None and found[0] == key and get_array_module(found[1]) is xp:
+        if found is not None and found[0] == key and (
+                type(found[1]) is type(like)
+                or get_array_module(found[1]) is get_array_module(like)):  # e.g. a memmap
             return found[1]
         return None
 
@@ -68,11 +68,11 @@ class Workspace:
 
         The caller must overwrite every entry it reads (an ``out=`` argument does).
         """
-        xp = get_array_module(like)
-        key = ("empty", tuple(int(s) for s in shape), xp.dtype(dtype))
-        array = self._lookup(name, key, xp)
+        key = ("empty", tuple(shape), dtype)
+        array = self._lookup(name, key, like)
         if array is None:
-            array = xp.empty(key[1], dtype=dtype)
+            xp = get_array_module(like)
+            array = xp.empty(tuple(int(s) for s in shape), dtype=dtype)
             self._arrays[name] = (key, array)
         return array
 
@@ -84,12 +84,15 @@ class Workspace:
         ``region`` holds one slice per axis after the first, e.g. the interior of a padded image
         ``(slice(ph, ph + H), slice(pw, pw + W), slice(None))``.
         """
-        xp = get_array_module(values)
-        shape = tuple(int(s) for s in shape)
-        key = ("zeros_with", shape, values.dtype, _region_key(region, shape))
-        array = self._lookup(name, key, xp)
+        # the key holds each slice as (start, stop, step): another spelling of the same region
+        # only costs one clearing, never a wrong result
+        key = ("zeros_with", tuple(shape), values.dtype,
+               tuple([(s.start, s.stop, s.step) for s in region]))
+        array = self._lookup(name, key, values)
         if array is None:  # a new region (or size): start from zeros
-            array = xp.zeros(shape, dtype=values.dtype)
+            _check_region(region, shape)
+            xp = get_array_module(values)
+            array = xp.zeros(tuple(int(s) for s in shape), dtype=values.dtype)
             self._arrays[name] = (key, array)
         out = array[: values.shape[0]]
         out[(slice(None), *region)] = values
