@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from specnorm_np._validation import check_number
 from specnorm_np.backend import get_array_module
 
 __all__ = ["adversarial_loss_and_grad", "l2_normalized_perturbation", "AdversarialResult"]
@@ -104,10 +105,8 @@ def adversarial_loss_and_grad(
     After the call each parameter's ``.grad`` holds α·∇θL(x) + (1 − α)·∇θL(x + η) with η held
     constant; add regularizer gradients after this, as after a plain backward.
     """
-    if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
-        raise ValueError(f"adversarial_loss_and_grad: epsilon must be >= 0, got {epsilon!r}")
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"adversarial_loss_and_grad: alpha must be in [0, 1], got {alpha!r}")
+    check_number(epsilon, "epsilon", "adversarial_loss_and_grad", minimum=0)
+    check_number(alpha, "alpha", "adversarial_loss_and_grad", minimum=0, maximum=1)
     logits = model.forward(x)
     clean_loss, dlogits = loss(logits, y)
     dx = model.backward(dlogits)

@@ -15,7 +15,8 @@ outputs) exercises every output and every path of the Jacobian.
 
 The error of one entry is ``|a - n| / max(|a| + |n|, floor)`` (a relative error with a floor so
 that entries that are both ~0 do not divide noise by noise); a check fails when the largest
-error exceeds ``tol``.
+error exceeds ``tol``, and also whenever an analytic or a numerical value is NaN or Inf (a NaN
+compares false with everything, so it could otherwise never exceed ``tol``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_choice, check_int, check_number
 from specnorm_np.backend import get_array_module, to_numpy
 
 __all__ = [
@@ -159,10 +161,9 @@ def check_function(
     GradcheckError
         Naming ``owner``, ``tensor``, the worst index and both values.
     """
-    if mode not in ("auto", "elements", "directional"):
-        raise ValueError(
-            f"gradcheck: mode must be 'auto', 'elements' or 'directional', got {mode!r}"
-        )
+    check_choice(mode, "mode", "gradcheck", ("auto", "elements", "directional"))
+    _check_options(eps=eps, tol=tol, floor=floor, max_elements=max_elements,
+                   directions=directions)
     if x.dtype != np.float64:
         raise ValueError(f"gradcheck: {owner} / {tensor} must be float64, got {x.dtype}")
     if tuple(analytic.shape) != tuple(x.shape):
@@ -172,11 +173,15 @@ def check_function(
         )
     rng = np.random.default_rng(seed)
     a_host = to_numpy(analytic).astype(np.float64).reshape(-1)
+    _require_finite(a_host, x.shape, owner, tensor, "analytic gradient",
+                    "the backward pass produced them")
     results = []
     if mode in ("auto", "elements"):
         size = int(np.prod(x.shape))
         idx = None if size <= max_elements else rng.choice(size, max_elements, replace=False)
         num = numerical_gradient(f, x, eps, indices=idx)
+        _require_finite(num, x.shape, owner, tensor, "numerical gradient",
+                        "the function is NaN or Inf within eps of x", idx)
         ana = a_host if idx is None else a_host[idx]
         err = relative_error(ana, num, floor)
         k = int(np.argmax(err)) if err.size else 0
@@ -187,6 +192,12 @@ def check_function(
             mode = "done"
     if mode in ("auto", "directional"):
         ana, num = _directional(f, x, analytic, directions, eps, rng)
+        if not np.isfinite(num).all():
+            raise GradcheckError(
+                f"gradient check failed for {owner} / {tensor}: the numerical directional "
+                f"derivative is NaN or Inf in {int((~np.isfinite(num)).sum())} of {directions} "
+                "directions (the function is NaN or Inf within eps of x)"
+            )
         err = relative_error(ana, num, floor)
         k = int(np.argmax(err))
         results.append(("directional", err, k, ana, num, k))
@@ -201,7 +212,7 @@ def check_function(
         mode="+".join(r[0] for r in results),
         checked=int(sum(r[1].size for r in results)),
     )
-    if result.max_error > tol:
+    if not result.max_error <= tol:
         what = "direction" if name == "directional" else "index"
         raise GradcheckError(
             f"gradient check failed for {owner} / {tensor}: relative error "
@@ -211,13 +222,38 @@ def check_function(
     return result
 
 
+def _check_options(*, eps: Any, tol: Any, floor: Any, max_elements: Any,
+                   directions: Any) -> None:
+    """Refuse settings under which a check would be meaningless (NaN tol) or crash (eps 0)."""
+    check_number(eps, "eps", "gradcheck", minimum=0, open_low=True)
+    check_number(tol, "tol", "gradcheck", minimum=0, open_low=True)
+    check_number(floor, "floor", "gradcheck", minimum=0, open_low=True)
+    check_int(max_elements, "max_elements", "gradcheck", minimum=1)
+    check_int(directions, "directions", "gradcheck", minimum=1)
+
+
+def _require_finite(values: np.ndarray, shape: tuple[int, ...], owner: str, tensor: str,
+                    what: str, cause: str, indices: Any = None) -> None:
+    """A NaN or Inf gradient value fails the check, naming the first bad entry."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.argmax(bad))
+        flat = k if indices is None else int(indices[k])
+        where = tuple(int(i) for i in np.unravel_index(flat, shape))
+        raise GradcheckError(
+            f"gradient check failed for {owner} / {tensor}: the {what} has {int(bad.sum())} "
+            f"NaN or Inf value(s) ({cause}), the first {values[k]} at index {where}"
+        )
+
+
 def _random_states(module: Any) -> list[tuple[Any, Any]]:
-    """Generators of stochastic layers (attribute ``_rng``), to replay the same randomness."""
+    """(layer, state) of every stochastic layer (one with ``random_state()`` and
+    ``set_random_state()``, such as Dropout), to replay the same random draws."""
     found = []
     for m in module.modules() if hasattr(module, "modules") else []:
-        gen = getattr(m, "_rng", None)
-        if gen is not None and hasattr(gen, "bit_generator"):
-            found.append((gen, gen.bit_generator.state))
+        if callable(getattr(m, "random_state", None)) \
+                and callable(getattr(m, "set_random_state", None)):
+            found.append((m, m.random_state()))
     return found
 
 
@@ -270,8 +306,8 @@ def check_layer(
     states = _random_states(layer)
 
     def restore() -> None:
-        for gen, state in states:
-            gen.bit_generator.state = state
+        for layer_with_rng, state in states:
+            layer_with_rng.set_random_state(state)
 
     with _buffers_preserved(layer):
         restore()
@@ -319,8 +355,8 @@ def check_model(
     states = _random_states(model)
 
     def restore() -> None:
-        for gen, state in states:
-            gen.bit_generator.state = state
+        for layer_with_rng, state in states:
+            layer_with_rng.set_random_state(state)
 
     def value() -> float:
         restore()

@@ -39,8 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_int
 from specnorm_np.backend import get_array_module, to_numpy
-from specnorm_np.nn.losses import SoftmaxCrossEntropy
+from specnorm_np.nn.losses import SoftmaxCrossEntropy, check_labels
+from specnorm_np.spectral.views import as_matrix, named_weights
 
 __all__ = [
     "HVP_STEP",
@@ -79,8 +81,7 @@ class _EvalMode:
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
-    if batch_size < 1:
-        raise ValueError(f"metrics: batch_size must be >= 1, got {batch_size}")
+    batch_size = check_int(batch_size, "batch_size", "metrics", minimum=1)
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
@@ -100,6 +101,8 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = 500) -> tuple[floa
     with _EvalMode(model):
         for part in _batches(n, batch_size):
             logits = model.forward(x[part])
+            if part.start == 0:  # all labels at once, against the model's number of classes
+                check_labels(y, (n, logits.shape[1]), "metrics.evaluate")
             total_loss += float(to_numpy(criterion.per_example(logits, y[part])).sum())
             correct += accuracy(logits, y[part]) * (part.stop - part.start)
     return total_loss / n, correct / n
@@ -330,11 +333,8 @@ def weight_matrices(model: Any) -> dict[str, np.ndarray]:
     A Linear weight (out, in) as is; a conv kernel (out, kh, kw, in) as ``reshape(out, -1)``,
     one row per output channel (Section 3.2 of the paper).
     """
-    return {
-        name: to_numpy(p.data).reshape(p.data.shape[0], -1)
-        for name, p in model.named_parameters()
-        if p.regularize
-    }
+    weights = named_weights(model, "weight_matrices")
+    return {name: to_numpy(as_matrix(p.data)) for name, p in weights}
 
 
 def largest_singular_values(model: Any) -> dict[str, float]:

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from specnorm_np import nn
+from specnorm_np._validation import check_int
+from specnorm_np.nn.init import as_generator
 
 __all__ = ["MODEL_NAMES", "build_model"]
 
@@ -137,14 +139,12 @@ def build_model(
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"build_model: unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
-    if int(num_classes) < 2:
-        raise ValueError(f"build_model({name!r}): num_classes must be >= 2, got {num_classes}")
-    width = DEFAULT_WIDTH[name] if width is None else int(width)
-    if width < 2:
-        raise ValueError(f"build_model({name!r}): width must be >= 2, got {width}")
+    owner = f"build_model({name!r})"
+    num_classes = check_int(num_classes, "num_classes", owner, minimum=2)
+    width = check_int(DEFAULT_WIDTH[name] if width is None else width, "width", owner, minimum=2)
     pools = {"mlp": 0, "vgg": 3, "vgg-bn": 3, "nin": 2}[name]
     shape = _check_input_shape(name, input_shape, pools)
-    rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
+    rng = as_generator(seed)
     if name == "mlp":
         model = _mlp(shape, num_classes, width, rng)
     elif name == "nin":

@@ -24,16 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_int, check_number
 from specnorm_np.backend import get_array_module, to_numpy
 from specnorm_np.nn.module import Module, Parameter
 
 __all__ = ["SGD", "MultiStepLR"]
 
 _BUFFER = "momentum_buffer"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class SGD:
@@ -75,14 +72,11 @@ class SGD:
                 raise TypeError(f"SGD: params[{i}] is {type(p).__name__}, expected a Parameter")
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError("SGD: a parameter appears more than once in params")
-        if not _is_number(lr) or lr < 0:
-            raise ValueError(f"SGD: lr must be a finite number >= 0, got {lr!r}")
-        if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
-            raise ValueError(f"SGD: momentum must be a number in [0, 1), got {momentum!r}")
+        self.lr = check_number(lr, "lr", "SGD", minimum=0)
+        self.momentum = check_number(momentum, "momentum", "SGD", minimum=0, maximum=1,
+                                     open_high=True)
         if nesterov and momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
-        self.lr = float(lr)
-        self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
     def zero_grad(self) -> None:
@@ -201,8 +195,7 @@ class MultiStepLR:
         gamma: float = 0.1,
         warmup: int = 0,
     ) -> None:
-        if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 1:
-            raise ValueError(f"MultiStepLR: total must be a positive int, got {total!r}")
+        total = check_int(total, "total", "MultiStepLR", minimum=1)
         fractions = [float(f) for f in milestones]
         if any(not 0.0 < f < 1.0 for f in fractions):
             raise ValueError(f"MultiStepLR: milestones must be fractions in (0, 1), got "
@@ -210,10 +203,9 @@ class MultiStepLR:
         if any(b <= a for a, b in zip(fractions, fractions[1:])):
             raise ValueError(f"MultiStepLR: milestones must be strictly increasing, got "
                              f"{tuple(milestones)}")
-        if not _is_number(gamma) or gamma <= 0:
-            raise ValueError(f"MultiStepLR: gamma must be a positive number, got {gamma!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) \
-                or not 0 <= warmup < total:
+        gamma = check_number(gamma, "gamma", "MultiStepLR", minimum=0, open_low=True)
+        warmup = check_int(warmup, "warmup", "MultiStepLR", minimum=0)
+        if warmup >= total:
             raise ValueError(f"MultiStepLR: warmup must be an int in [0, total), got {warmup!r}")
         if not hasattr(optimizer, "lr"):
             raise TypeError("MultiStepLR: optimizer has no 'lr' attribute")

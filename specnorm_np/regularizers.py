@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_number
 from specnorm_np.spectral.regularizer import SpectralNormRegularizer
 from specnorm_np.spectral.views import named_weights
 
@@ -39,9 +40,7 @@ class WeightDecay:
     """
 
     def __init__(self, lam: float = 1e-4) -> None:
-        if not (isinstance(lam, (int, float)) and np.isfinite(lam) and lam >= 0):
-            raise ValueError(f"WeightDecay: lam must be a number >= 0, got {lam!r}")
-        self.lam = float(lam)
+        self.lam = check_number(lam, "lam", "WeightDecay", minimum=0)
         self.training = True
 
     def penalty(self, params: Any) -> float:

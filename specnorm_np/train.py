@@ -131,20 +131,25 @@ def adversarial_step(model: Any, criterion: Any, x: Any, y: Any, *, epsilon: flo
     return float(loss), logits
 
 
+def _stochastic(model: Any) -> list[Any]:
+    """The model's layers with a random state (``random_state()``/``set_random_state()``)."""
+    return [m for m in model.modules()
+            if callable(getattr(m, "random_state", None))
+            and callable(getattr(m, "set_random_state", None))]
+
+
 def random_states(model: Any) -> list[Any]:
-    """Bit-generator states of the model's stochastic layers (attribute ``_rng``), in order."""
-    return [m._rng.bit_generator.state for m in model.modules()
-            if isinstance(getattr(m, "_rng", None), np.random.Generator)]
+    """The random states of the model's stochastic layers (e.g. Dropout), in order."""
+    return [m.random_state() for m in _stochastic(model)]
 
 
 def restore_random_states(model: Any, states: list[Any]) -> None:
-    generators = [m._rng for m in model.modules()
-                  if isinstance(getattr(m, "_rng", None), np.random.Generator)]
-    if len(generators) != len(states):
+    layers = _stochastic(model)
+    if len(layers) != len(states):
         raise ValueError(f"checkpoint holds {len(states)} random states, the model has "
-                         f"{len(generators)} stochastic layers")
-    for generator, state in zip(generators, states):
-        generator.bit_generator.state = state
+                         f"{len(layers)} stochastic layers")
+    for layer, state in zip(layers, states):
+        layer.set_random_state(state)
 
 
 def progress_bar(items: list[Any], description: str, quiet: bool) -> Any:

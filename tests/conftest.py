@@ -18,6 +18,17 @@ from threadpoolctl import threadpool_limits
 from specnorm_np.backend import gpu_available, to_numpy
 from specnorm_np.testing import strict
 
+try:  # property-based tests: few, small, and the same examples in every run (deterministic CI)
+    from hypothesis import HealthCheck, settings
+except ImportError:  # only the property tests need it (the dev extra installs it)
+    pass
+else:
+    settings.register_profile(
+        "specnorm_np", max_examples=30, deadline=None, derandomize=True, database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("specnorm_np")
+
 
 @dataclass
 class Backend:

@@ -99,7 +99,7 @@ def test_alpha_one_is_the_plain_gradient(rng):
 def test_bad_arguments():
     model, loss = _mlp(), nn.SoftmaxCrossEntropy()
     x, y = np.zeros((2, 6)), np.zeros(2, dtype=int)
-    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="alpha must be a finite number in \\[0, 1\\]"):
         adversarial_loss_and_grad(model, loss, x, y, alpha=1.5)
-    with pytest.raises(ValueError, match="epsilon must be >= 0"):
+    with pytest.raises(ValueError, match="epsilon must be a finite number >= 0"):
         adversarial_loss_and_grad(model, loss, x, y, epsilon=-1.0)

@@ -1,22 +1,16 @@
-"""Conv2d and the functional convolutions (specnorm_np.nn.conv)."""
+"""The Conv2d layer (specnorm_np.nn.conv); its functional products are in test_ops_conv.py."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specnorm_np.gradcheck import check_layer
 from specnorm_np.nn import Conv2d
-from specnorm_np.nn import conv as conv_module
-from specnorm_np.nn.conv import (
-    conv2d,
-    conv2d_input_grad,
-    conv2d_input_grad_col2im,
-    conv2d_weight_grad,
-)
-from specnorm_np.ops import conv2d_naive, conv_output_hw, im2col
+from specnorm_np.nn.conv import conv2d_input_grad_col2im
+from specnorm_np.ops import conv2d_naive, conv_output_hw
 
 # (N, H, W, in, out, kernel, stride, padding): non-square inputs and kernels, odd sizes,
 # batch 1, strides 1 / 2 / (2, 1), paddings 0 / 1 / 2
@@ -53,91 +47,24 @@ def test_forward_equals_naive_oracle(backend, rng, case):
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["convolution", "col2im"])
+@pytest.mark.parametrize("method", ["convolution", "col2im", "reference"])
 @pytest.mark.parametrize("case", GRADCHECK_CASES)
 def test_gradients_pass_numerical_check(backend, rng, case, method):
     n, h, w, cin, cout, kernel, stride, padding = case
     layer = _layer(backend, cin, cout, kernel, stride, padding)
-    layer.input_grad_method = method
+    if method == "reference":
+        layer.implementation = "reference"
+    else:
+        layer.input_grad_method = method
     x = backend.asarray(rng.standard_normal((n, h, w, cin)))
     results = check_layer(layer, x, tol=1e-6)
     assert [r.tensor for r in results] == ["input", "weight", "bias"]
-
-
-@pytest.mark.parametrize("method", ["convolution", "col2im"])
-def test_batch_chunking_gives_the_same_results(backend, rng, monkeypatch, method):
-    """Chunks of 1-2 images over a batch of 5 (a short last chunk), twice (buffer reuse)."""
-    kernel, stride, padding = (3, 2), (1, 2), 1
-    layer = _layer(backend, 3, 4, kernel, stride, padding)
-    layer.input_grad_method = method
-    weight, bias = backend.host(layer.weight.data), backend.host(layer.bias.data)
-    patches_per_image = 6 * 4 * 3 * 2 * 3 * 8  # H'·W'·kh·kw·in float64 values
-    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 2 * patches_per_image + 7)
-    assert conv_module._batch_chunks(5, patches_per_image) == (2, [(0, 2), (2, 4), (4, 5)])
-    for _ in range(2):
-        x = rng.standard_normal((5, 6, 7, 3))
-        y = layer.forward(backend.asarray(x))
-        np.testing.assert_allclose(backend.host(y), conv2d_naive(x, weight, bias, stride,
-                                                                 padding), rtol=1e-12)
-        dy = rng.standard_normal(y.shape)
-        dx = layer.backward(backend.asarray(dy))
-        np.testing.assert_allclose(backend.host(dx), conv2d_input_grad_col2im(
-            dy, weight, (6, 7), stride, padding), rtol=1e-12, atol=1e-12)
-        whole = dy.reshape(-1, 4).T @ im2col(x, kernel, stride, padding)  # all patches at once
-        np.testing.assert_allclose(backend.host(layer.weight.grad), whole.reshape(weight.shape),
-                                   rtol=1e-12)
-    assert layer._workspace["patches.patches"][1].shape[0] == 2  # capacity: 2 images
-    check_layer(layer, backend.asarray(rng.standard_normal((5, 6, 7, 3))), tol=1e-6,
-                max_elements=300)
 
 
 def test_gradients_without_bias(backend, rng):
     layer = _layer(backend, 2, 3, (2, 3), 2, 1, bias=False)
     x = backend.asarray(rng.standard_normal((2, 5, 6, 2)))
     assert [r.tensor for r in check_layer(layer, x, tol=1e-6)] == ["input", "weight"]
-
-
-def test_fast_input_gradient_equals_col2im_route(rng):
-    """The flipped-kernel convolution equals col2im(dy_mat @ W_mat) over many geometries."""
-    checked = 0
-    for h, w, kh, kw, stride, padding in itertools.product(
-        (1, 4, 5), (3, 6), (1, 2, 3), (1, 3), (1, 2, 3, (2, 1), (1, 3)), (0, 1, 2, (3, 0))
-    ):
-        try:
-            ho, wo = conv_output_hw((h, w), (kh, kw), stride, padding)
-        except ValueError:
-            continue
-        weight = rng.standard_normal((3, kh, kw, 2))
-        dy = rng.standard_normal((2, ho, wo, 3))
-        fast = conv2d_input_grad(dy, weight, (h, w), stride, padding, method="convolution",
-                                 workspace={})
-        reference = conv2d_input_grad_col2im(dy, weight, (h, w), stride, padding)
-        automatic = conv2d_input_grad(dy, weight, (h, w), stride, padding)
-        np.testing.assert_allclose(fast, reference, rtol=1e-12, atol=1e-12,
-                                   err_msg=f"{(h, w, kh, kw, stride, padding)}")
-        np.testing.assert_allclose(automatic, reference, rtol=1e-12, atol=1e-12)
-        checked += 1
-    assert checked > 300
-
-
-@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0), ((2, 1), 2)])
-def test_functional_forms_are_adjoint_and_consistent(backend, rng, stride, padding):
-    """⟨conv2d(x), dy⟩ = ⟨x, conv2d_input_grad(dy)⟩; the weight gradient matches the layer's."""
-    x_host = rng.standard_normal((2, 6, 5, 3))
-    layer = _layer(backend, 3, 4, (3, 2), stride, padding, bias=False)
-    x = backend.asarray(x_host)
-    y = conv2d(x, layer.weight.data, stride, padding)
-    dy_host = rng.standard_normal(y.shape)
-    dy = backend.asarray(dy_host)
-    dx = conv2d_input_grad(dy, layer.weight.data, (6, 5), stride, padding)
-    np.testing.assert_allclose((backend.host(y) * dy_host).sum(),
-                               (x_host * backend.host(dx)).sum(), rtol=1e-11)
-    np.testing.assert_allclose(backend.host(y), backend.host(layer.forward(x)), rtol=1e-12)
-    layer_dx = layer.backward(dy)
-    np.testing.assert_allclose(backend.host(layer_dx), backend.host(dx), rtol=1e-12)
-    weight_grad = conv2d_weight_grad(x, dy, (3, 2), stride, padding)
-    np.testing.assert_allclose(backend.host(weight_grad), backend.host(layer.weight.grad),
-                               rtol=1e-12)
 
 
 def test_backward_is_idempotent_and_outputs_are_not_reused(backend, rng):
@@ -181,7 +108,8 @@ def test_float32_in_float32_out(backend, rng):
     dx = layer.backward(backend.asarray(rng.standard_normal(y.shape), dtype=np.float32))
     assert y.dtype == dx.dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in layer.parameters())
-    assert all(array.dtype == np.float32 for _, array in layer._workspace.values())
+    assert layer._workspace.arrays()  # the fast implementation kept scratch buffers ...
+    assert all(array.dtype == np.float32 for array in layer._workspace.arrays().values())
 
 
 def test_input_hw_and_attributes(backend):
@@ -253,16 +181,85 @@ def test_bad_constructor_arguments_are_errors(arguments, message):
     with pytest.raises(ValueError, match=message):
         Conv2d(**full)
 
+@pytest.mark.parametrize("case", GRADCHECK_CASES)
+def test_reference_implementation_equals_the_fast_one(backend, rng, case):
+    """implementation="reference" (one im2col, the three Linear formulas) vs the default."""
+    n, h, w, cin, cout, kernel, stride, padding = case
+    fast, reference = (_layer(backend, cin, cout, kernel, stride, padding) for _ in range(2))
+    reference.implementation = "reference"
+    x = backend.asarray(rng.standard_normal((n, h, w, cin)))
+    y_fast, y_reference = fast.forward(x), reference.forward(x)
+    np.testing.assert_allclose(backend.host(y_fast), backend.host(y_reference), rtol=1e-12,
+                               atol=1e-12)
+    dy = backend.asarray(rng.standard_normal(y_fast.shape))
+    np.testing.assert_allclose(backend.host(fast.backward(dy)),
+                               backend.host(reference.backward(dy)), rtol=1e-12, atol=1e-12)
+    for p, q in zip(fast.parameters(), reference.parameters()):
+        np.testing.assert_allclose(backend.host(p.grad), backend.host(q.grad), rtol=1e-12,
+                                   atol=1e-12)
+    assert not reference._workspace.arrays()  # the reference route keeps no scratch
+    reference.implementation = "slow"
+    with pytest.raises(ValueError, match="Conv2d: implementation must be one of 'fast'"):
+        reference.forward(x)
 
-def test_functional_shape_errors(rng):
-    x, weight = rng.standard_normal((1, 5, 5, 3)), rng.standard_normal((2, 3, 3, 3))
-    with pytest.raises(ValueError, match="conv2d: x has 2 channels, weight expects 3"):
-        conv2d(x[..., :2], weight)
-    with pytest.raises(ValueError, match="conv2d: expected x"):
-        conv2d(x[0], weight)
-    with pytest.raises(ValueError, match="conv2d_input_grad: dy of shape"):
-        conv2d_input_grad(rng.standard_normal((1, 4, 4, 2)), weight, (5, 5))
-    with pytest.raises(ValueError, match="conv2d_input_grad: method must be"):
-        conv2d_input_grad(rng.standard_normal((1, 3, 3, 2)), weight, (5, 5), method="fft")
-    with pytest.raises(ValueError, match="conv2d_weight_grad: expected dy of shape"):
-        conv2d_weight_grad(x, rng.standard_normal((1, 4, 4, 2)), 3)
+
+@pytest.mark.parametrize("implementation", ["fast", "reference"])
+def test_empty_batch_forward_and_backward(backend, implementation):
+    layer = _layer(backend, 3, 4, (3, 2), 2, 1)
+    layer.implementation = implementation
+    y = layer.forward(backend.asarray(np.zeros((0, 5, 6, 3))))
+    assert tuple(y.shape) == (0, 3, 4, 4)
+    dx = layer.backward(backend.asarray(np.zeros((0, 3, 4, 4))))
+    assert tuple(dx.shape) == (0, 5, 6, 3)
+    for p in layer.parameters():
+        assert p.grad.shape == p.data.shape and not backend.host(p.grad).any()
+
+
+def test_upstream_gradient_of_another_dtype_is_refused():
+    layer = Conv2d(2, 3, 3, padding=1)  # float32
+    y = layer.forward(np.zeros((1, 4, 4, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="Conv2d: upstream gradient dtype float64 does not match"):
+        layer.backward(np.zeros(y.shape))
+    with pytest.raises(ValueError, match="Conv2d: upstream gradient dtype float64"):
+        layer.backward_weights(np.zeros(y.shape))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.bool_])
+def test_non_float_dtype_is_refused(dtype):
+    with pytest.raises(ValueError, match="Conv2d: dtype must be a floating-point dtype"):
+        Conv2d(2, 3, 3, dtype=dtype)
+
+
+@st.composite
+def layer_geometries(draw):
+    """(N, H, W, in, out, kernel, stride, padding, implementation): non-square, batch 0-3."""
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+    h = draw(st.integers(max(1, kh - 2 * ph), 5))
+    w = draw(st.integers(max(1, kw - 2 * pw), 5))
+    return (draw(st.integers(0, 3)), h, w, draw(st.integers(1, 2)), draw(st.integers(1, 3)),
+            (kh, kw), (draw(st.integers(1, 2)), draw(st.integers(1, 2))), (ph, pw),
+            draw(st.sampled_from(["fast", "reference"])))
+
+
+@given(geometry=layer_geometries(), seed=st.integers(0, 2**16))
+def test_property_layer_matches_oracle_and_gradient_check(geometry, seed):
+    """Random geometries: forward equals the loop oracle; float64 gradients pass the checker
+    (tolerance 1e-6, random upstream gradient), float32 keeps float32."""
+    n, h, w, cin, cout, kernel, stride, padding, implementation = geometry
+    rng = np.random.default_rng(seed)
+    layer = Conv2d(cin, cout, kernel, stride, padding, rng=seed, dtype=np.float64)
+    layer.implementation = implementation
+    layer.bias.data = rng.standard_normal(cout)
+    x = rng.standard_normal((n, h, w, cin))
+    y = layer.forward(x)
+    np.testing.assert_allclose(y, conv2d_naive(x, layer.weight.data, layer.bias.data, stride,
+                                               padding), atol=1e-12)
+    if n:
+        check_layer(layer, x, tol=1e-6, seed=seed)
+    layer32 = Conv2d(cin, cout, kernel, stride, padding, rng=seed)
+    layer32.implementation = implementation
+    y32 = layer32.forward(x.astype(np.float32))
+    dx32 = layer32.backward(np.ones_like(y32))
+    assert y32.dtype == dx32.dtype == layer32.weight.grad.dtype == np.float32
+    assert dx32.shape == x.shape

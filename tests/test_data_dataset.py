@@ -48,7 +48,7 @@ def test_stratified_subset_exact_counts_and_seeded(dataset):
 def test_n_per_class_too_large_names_the_argument(dataset):
     with pytest.raises(DatasetError, match=r"n_per_class=7 .*class 9 has \(6 images\)"):
         dataset.stratified_subset(7)
-    with pytest.raises(DatasetError, match="n_per_class must be a positive int"):
+    with pytest.raises(DatasetError, match="n_per_class must be an int >= 1"):
         dataset.stratified_subset(0)
 
 

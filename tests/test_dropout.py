@@ -77,7 +77,7 @@ def test_gradients_in_training_mode(backend, shape: tuple[int, ...]) -> None:
 
 def test_validation_and_errors() -> None:
     for bad in (1.0, -0.1, 1.5, True, "0.5"):
-        with pytest.raises(ValueError, match="Dropout: p must be a probability in \\[0, 1\\)"):
+        with pytest.raises(ValueError, match="Dropout: p must be a finite number in \\[0, 1\\)"):
             nn.Dropout(bad)
     layer = nn.Dropout(0.5)
     assert isinstance(layer._rng, np.random.Generator)
@@ -92,3 +92,19 @@ def test_validation_and_errors() -> None:
         layer.backward(np.ones((3, 2)))
     generator = np.random.default_rng(0)
     assert nn.Dropout(0.5, seed=generator)._rng is generator
+
+
+def test_random_state_replays_the_same_masks() -> None:
+    layer = nn.Dropout(0.5, seed=3)
+    x = np.ones((4, 5))
+    state = layer.random_state()
+    first = layer.forward(x)
+    assert not np.array_equal(layer.forward(x), first)  # the generator moved on
+    layer.set_random_state(state)
+    np.testing.assert_array_equal(layer.forward(x), first)
+    # random_state returns a copy: drawing more does not change a state already taken
+    taken = layer.random_state()
+    layer.forward(x)
+    assert taken != layer.random_state()
+    layer.set_random_state(taken)
+    assert layer.random_state() == taken

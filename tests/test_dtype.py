@@ -1,4 +1,4 @@
-"""float32 purity: a float32 training step creates no float64 array anywhere (issue 7's rule).
+"""float32 purity: a float32 training step creates no float64 array anywhere.
 
 A single float64 intermediate (a Python-float array, ``numpy.ones`` without a dtype, a float64
 random draw) silently doubles memory traffic and can promote everything downstream. The test
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from specnorm_np import nn
+from specnorm_np.ops import Workspace
 from specnorm_np.optim import SGD, MultiStepLR
 
 
@@ -48,6 +49,8 @@ def float_arrays(obj: Any, path: str, depth: int = 0):
             yield from float_arrays(value, f"{path}[{i}]", depth + 1)
     elif isinstance(obj, nn.Parameter):
         yield from float_arrays(vars(obj), path, depth + 1)
+    elif isinstance(obj, Workspace):
+        yield from float_arrays(obj.arrays(), path, depth + 1)
     elif isinstance(obj, nn.Module) and depth == 0:
         for name, value in vars(obj).items():
             if name != "layers":  # Sequential's children are inspected on their own

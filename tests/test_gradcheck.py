@@ -142,3 +142,88 @@ def test_checks_leave_running_statistics_unchanged(backend) -> None:
     gradcheck.check_model(model, x, backend.asarray(rng.integers(0, 4, 5)), tol=1e-6)
     for old, (name, new) in zip(before, model.named_buffers()):
         np.testing.assert_array_equal(old, backend.host(new), err_msg=name)
+
+
+class NanInputGradient(nn.Linear):
+    """dx is multiplied by NaN (every entry NaN): NaN never compares greater than tol."""
+
+    def backward(self, dy):
+        return super().backward(dy) * np.nan
+
+
+class InfWeightGradient(nn.Linear):
+    """One weight-gradient entry is +Inf."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.weight.grad[0, 1] = np.inf
+        return dx
+
+
+class NanAtLargeInput(nn.Module):
+    """y = x², but NaN once any entry exceeds 1: the numerical gradient near 1 is NaN."""
+
+    def forward(self, x):
+        self._cache = x
+        return np.where(x > 1.0, np.nan, x * x)
+
+    def backward(self, dy):
+        return 2 * self._cache * dy
+
+
+@pytest.mark.parametrize("mode", ["auto", "elements", "directional"])
+def test_non_finite_analytic_gradients_fail(mode) -> None:
+    x = np.random.default_rng(7).standard_normal((3, 4))
+    with pytest.raises(GradcheckError,
+                       match=r"NanInputGradient / input: the analytic gradient has 12 NaN"):
+        gradcheck.check_layer(NanInputGradient(4, 2, rng=0, dtype=np.float64), x, mode=mode)
+    with pytest.raises(GradcheckError,
+                       match=r"InfWeightGradient / weight: the analytic gradient has 1 NaN or "
+                             r"Inf value.*the first inf at index \(0, 1\)"):
+        gradcheck.check_layer(InfWeightGradient(4, 2, rng=0, dtype=np.float64), x,
+                              check_input=False, mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["elements", "directional"])
+def test_non_finite_numerical_gradients_fail(mode) -> None:
+    x = np.array([[0.5, 1.0 - 1e-7, -0.3]])  # x + eps crosses 1 at index (0, 1)
+    match = "numerical gradient has 1 NaN" if mode == "elements" else "numerical directional"
+    with pytest.raises(GradcheckError, match=match):
+        gradcheck.check_layer(NanAtLargeInput(), x, mode=mode, eps=1e-5)
+    gradcheck.check_layer(NanAtLargeInput(), x * 0.5, mode=mode)  # away from 1 it passes
+
+
+@pytest.mark.parametrize("option, value", [
+    ("eps", 0), ("eps", -1e-5), ("eps", float("nan")), ("eps", "1e-5"), ("eps", None),
+    ("tol", float("nan")), ("tol", 0), ("tol", -1.0), ("tol", float("inf")), ("tol", "big"),
+    ("floor", 0.0), ("max_elements", 0), ("directions", 2.5),
+])
+def test_bad_options_are_value_errors(option, value) -> None:
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match=f"^gradcheck: {option} must be"):
+        gradcheck.check_layer(nn.Linear(3, 2, rng=0, dtype=np.float64), x, **{option: value})
+    with pytest.raises(ValueError, match=f"^gradcheck: {option} must be"):
+        gradcheck.check_function(lambda: float(x.sum()), x, np.ones_like(x), **{option: value})
+
+
+def test_a_wrong_gradient_cannot_pass_through_any_tolerance_setting() -> None:
+    """The old hole: tol=NaN made every comparison False, so a wrong gradient passed."""
+    x = np.random.default_rng(8).standard_normal((3, 4))
+    with pytest.raises(ValueError, match="tol must be a finite number > 0"):
+        gradcheck.check_layer(WrongInputGradient(4, 3, rng=0, dtype=np.float64), x,
+                              tol=float("nan"))
+
+
+def test_stochastic_layers_are_replayed_through_their_public_random_state(monkeypatch) -> None:
+    """check_layer replays Dropout by random_state()/set_random_state(), not its _rng."""
+    calls = []
+    original = nn.Dropout.set_random_state
+
+    def spy(self, state):
+        calls.append(state)
+        original(self, state)
+
+    monkeypatch.setattr(nn.Dropout, "set_random_state", spy)
+    layer = nn.Sequential(nn.Linear(4, 5, rng=0, dtype=np.float64), nn.Dropout(0.5, seed=1))
+    gradcheck.check_layer(layer, np.random.default_rng(9).standard_normal((3, 4)), tol=1e-6)
+    assert len(calls) > 10 and all(state == calls[0] for state in calls)

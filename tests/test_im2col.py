@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.signal import correlate2d
 
 from specnorm_np.ops import (
@@ -14,7 +16,6 @@ from specnorm_np.ops import (
     conv2d_naive,
     conv_output_hw,
     im2col,
-    workspace_buffer,
 )
 
 # (H, W, C, kernel, stride, padding): non-square inputs and kernels, strides 1/2/(2,1), pads 0-2
@@ -112,9 +113,8 @@ def test_reused_buffers_give_fresh_results(rng):
     x1, x2 = rng.standard_normal((2, 2, 5, 6, 3))
     ho, wo = conv_output_hw((5, 6), kernel, stride, padding)
     out = np.full((2, ho, wo, 3, 2, 3), np.nan)
-    padded = np.zeros((2, 9, 8, 3))
-    im2col(x1, kernel, stride, padding, out=out, padded_out=padded)
-    second = im2col(x2, kernel, stride, padding, out=out, padded_out=padded)
+    im2col(x1, kernel, stride, padding, out=out)
+    second = im2col(x2, kernel, stride, padding, out=out)
     np.testing.assert_array_equal(second, im2col(x2, kernel, stride, padding))
 
 
@@ -128,16 +128,6 @@ def test_float32_stays_float32(backend, rng):
     patches = im2col(x, 3, 1, 1)
     assert patches.dtype == np.float32
     assert col2im(patches, x.shape, 3, 1, 1).dtype == np.float32
-
-
-def test_workspace_buffer_reuse_rules():
-    workspace: dict = {}
-    a = workspace_buffer(workspace, "a", (2, 3), np.float32, np, tag=1)
-    assert a.dtype == np.float32 and not a.any()
-    assert workspace_buffer(workspace, "a", (2, 3), np.float32, np, tag=1) is a
-    assert workspace_buffer(workspace, "a", (2, 3), np.float32, np, tag=2) is not a
-    assert workspace_buffer(workspace, "a", (2, 3), np.float64, np, tag=2).dtype == np.float64
-    assert workspace_buffer(None, "a", (2, 3), np.float32, np) is not a
 
 
 def test_kernel_larger_than_padded_input_is_an_error(rng):
@@ -161,3 +151,32 @@ def test_bad_sizes_are_errors(rng, name, value):
 def test_col2im_wrong_cols_shape_is_an_error(rng):
     with pytest.raises(ValueError, match="col2im: expected cols of shape"):
         col2im(rng.standard_normal((10, 4)), (1, 4, 4, 1), 2)
+
+
+@given(n=st.integers(0, 3), h=st.integers(1, 6), w=st.integers(1, 6), c=st.integers(1, 3),
+       kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_property_im2col_is_the_convolution_and_col2im_its_adjoint(n, h, w, c, kernel, stride,
+                                                                   padding, dtype, seed):
+    """Random geometries (batch 0-3, non-square, strides, paddings, dtypes): im2col times the
+    kernel matrix is the naive convolution, and ⟨im2col(x), cols⟩ = ⟨x, col2im(cols)⟩."""
+    if kernel[0] > h + 2 * padding[0] or kernel[1] > w + 2 * padding[1]:
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            im2col(np.zeros((n, h, w, c), dtype), kernel, stride, padding)
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    weight = rng.standard_normal((2, *kernel, c)).astype(dtype)
+    patches = im2col(x, kernel, stride, padding)
+    assert patches.dtype == dtype
+    expected = conv2d_naive(x, weight, None, stride, padding)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose((patches @ weight.reshape(2, -1).T).reshape(expected.shape),
+                               expected, rtol=rtol, atol=rtol)
+    cols = rng.standard_normal(patches.shape)
+    back = col2im(cols, x.shape, kernel, stride, padding)
+    assert back.shape == x.shape
+    np.testing.assert_allclose((patches.astype(np.float64) * cols).sum(),
+                               (x.astype(np.float64) * back).sum(), rtol=1e-9, atol=1e-9)

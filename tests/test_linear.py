@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specnorm_np import gradcheck, nn
 
@@ -76,8 +78,14 @@ def test_wrong_upstream_gradient_shape() -> None:
 
 
 def test_constructor_validation() -> None:
-    with pytest.raises(ValueError, match="Linear: in_features and out_features must be >= 1"):
+    with pytest.raises(ValueError, match="Linear: in_features must be an int >= 1, got 0"):
         nn.Linear(0, 3)
+    with pytest.raises(ValueError, match="Linear: out_features must be an int >= 1, got 2.0"):
+        nn.Linear(3, 2.0)
+    for dtype in (np.int32, np.int64, np.bool_, None):
+        with pytest.raises(ValueError, match="Linear: dtype must be a floating-point dtype"):
+            nn.Linear(3, 2, dtype=dtype)
+    assert nn.Linear(3, 2, dtype=np.float64).weight.data.dtype == np.float64
 
 
 def test_he_initialisation_is_seeded_with_the_right_scale() -> None:
@@ -89,3 +97,28 @@ def test_he_initialisation_is_seeded_with_the_right_scale() -> None:
     assert abs(a.weight.data.mean()) < 0.01 * np.sqrt(2 / 400) * 10
     np.testing.assert_array_equal(a.bias.data, 0)
     assert a.weight.data.dtype == np.float32
+
+
+@given(n=st.integers(0, 3), fan_in=st.integers(1, 5), fan_out=st.integers(1, 4),
+       bias=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_property_linear_formulas_and_gradient_check(n, fan_in, fan_out, bias, dtype, seed):
+    """Random sizes (batch 0-3), with and without bias, both dtypes: y = xWᵀ + b, the three
+    backward formulas, dtype kept, and float64 gradients pass the checker (tolerance 1e-6)."""
+    rng = np.random.default_rng(seed)
+    layer = nn.Linear(fan_in, fan_out, bias=bias, rng=seed, dtype=dtype)
+    x = rng.standard_normal((n, fan_in)).astype(dtype)
+    y = layer.forward(x)
+    w = layer.weight.data.astype(np.float64)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, x @ w.T, rtol=rtol, atol=rtol)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(dy)
+    assert dx.dtype == layer.weight.grad.dtype == dtype
+    np.testing.assert_allclose(dx, dy @ w, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(layer.weight.grad, dy.T.astype(np.float64) @ x, rtol=rtol,
+                               atol=rtol)
+    if bias:
+        np.testing.assert_allclose(layer.bias.grad, dy.sum(axis=0), rtol=rtol, atol=rtol)
+    if n and dtype == np.float64:
+        gradcheck.check_layer(layer, x, tol=1e-6, seed=seed)

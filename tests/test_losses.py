@@ -89,3 +89,21 @@ def test_label_and_input_errors(backend, logits, labels, message: str) -> None:
 def test_labels_must_be_an_array() -> None:
     with pytest.raises(ValueError, match="labels must be an integer array of shape \\(2,\\)"):
         nn.SoftmaxCrossEntropy()(np.zeros((2, 3)), [0, 1])
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, -1]), r"labels must lie in \[0, 4\), got values in \[-1, 0\]"),
+    (np.array([4, 1]), r"labels must lie in \[0, 4\), got values in \[1, 4\]"),
+    (np.array([0.0, 1.0]), "labels must be integers"),
+    (np.array([0, 1, 2]), r"expected labels of shape \(2,\)"),
+])
+def test_per_example_checks_labels_like_forward(backend, labels, message) -> None:
+    """-1 would silently index the last class, 4 would be a raw IndexError."""
+    with pytest.raises(ValueError, match=f"^SoftmaxCrossEntropy.per_example: .*{message}"):
+        nn.SoftmaxCrossEntropy().per_example(backend.asarray(np.zeros((2, 4))),
+                                             backend.asarray(labels))
+    with pytest.raises(ValueError, match="expected logits"):
+        nn.SoftmaxCrossEntropy().per_example(np.zeros(4), np.array([0]))
+    good = nn.SoftmaxCrossEntropy().per_example(backend.asarray(np.zeros((2, 4))),
+                                                backend.asarray(np.array([3, 0])))
+    np.testing.assert_allclose(backend.host(good), np.log(4))

@@ -159,3 +159,13 @@ def test_frozen_pattern_hessian_products_do_not_depend_on_the_step() -> None:
     # without freezing, the large step crosses kinks: its products are visibly off
     error = np.abs(products[False, 1e-2][0] - frozen_small[0]).max()
     assert error > 1e-2 * np.abs(frozen_small[0]).max()
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_evaluate_refuses_labels_out_of_range(regression_data, bad) -> None:
+    """A label -1 (or K) anywhere, even in a later batch, is an error, not class K-1."""
+    x, y = regression_data
+    y = y.copy()
+    y[-1] = bad  # in the last batch of 10
+    with pytest.raises(ValueError, match=r"^metrics.evaluate: labels must lie in \[0, 4\)"):
+        metrics.evaluate(linear_model(6, 4), x, y, batch_size=10)

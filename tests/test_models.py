@@ -63,5 +63,5 @@ def test_bad_arguments_name_what_was_expected() -> None:
         build_model("vgg", (4, 4, 3))
     with pytest.raises(ValueError, match=r"input_shape must be \(H, W, C\)"):
         build_model("mlp", (32, 32))
-    with pytest.raises(ValueError, match="num_classes must be >= 2"):
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
         build_model("mlp", num_classes=1)

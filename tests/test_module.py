@@ -356,3 +356,42 @@ def test_importing_the_library_loads_numpy_only() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout
     assert loaded.strip() == "[]", loaded
+
+
+@pytest.mark.parametrize("case", range(len(_layer_cases())),
+                         ids=[c[0] for c in _layer_cases()])
+def test_every_layer_refuses_an_upstream_gradient_of_another_dtype(case) -> None:
+    """A float64 dy on a float32 layer is refused by backward (and backward_weights) as forward
+    refuses a float64 x, with or without parameters; the right dtype passes."""
+    name, layer, shape = _layer_cases()[case]
+    layer.astype(np.float32)
+    rng = np.random.default_rng(case)
+    y = layer.forward(rng.standard_normal(shape).astype(np.float32))
+    for backward in (layer.backward, layer.backward_weights):
+        with pytest.raises(ValueError, match="upstream gradient dtype float64 does not match"):
+            backward(rng.standard_normal(y.shape))
+    dx = layer.backward(rng.standard_normal(y.shape).astype(np.float32))
+    assert dx.dtype == np.float32, name
+
+
+@pytest.mark.parametrize("case", range(len(_layer_cases())),
+                         ids=[c[0] for c in _layer_cases()])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_every_layer_passes_an_empty_batch(case, mode) -> None:
+    """N = 0 through forward and backward: empty outputs of the right shapes, zero parameter
+    gradients, and (BatchNorm) running statistics left alone."""
+    name, layer, shape = _layer_cases()[case]
+    layer.train(mode == "train")
+    buffers = {n: b.copy() for n, b in layer.named_buffers()}
+    x = np.zeros((0, *shape[1:]))
+    y = layer.forward(x)
+    full = layer.forward(np.ones(shape)) if mode == "eval" else None
+    assert y.shape[0] == 0 and (full is None or y.shape[1:] == full.shape[1:]), name
+    y = layer.forward(x)
+    dx = layer.backward(np.zeros(y.shape))
+    assert dx.shape == x.shape and dx.dtype == np.float64, name
+    for pname, p in layer.named_parameters():
+        assert p.grad.shape == p.data.shape and not p.grad.any(), f"{name} {pname}"
+    for bname, value in layer.named_buffers():  # (SpectralNorm's u, v do not depend on data)
+        if bname.startswith("running_"):
+            np.testing.assert_array_equal(value, buffers[bname], err_msg=f"{name} {bname}")

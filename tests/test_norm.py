@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specnorm_np import gradcheck, nn
 
@@ -202,12 +204,107 @@ def test_backward_errors() -> None:
 
 
 def test_constructor_validation() -> None:
-    with pytest.raises(ValueError, match="BatchNorm2d: num_features must be a positive int"):
+    with pytest.raises(ValueError, match="BatchNorm2d: num_features must be an int >= 1, got 0"):
         nn.BatchNorm2d(0)
-    with pytest.raises(ValueError, match="BatchNorm1d: eps must be a positive number"):
+    with pytest.raises(ValueError, match="BatchNorm1d: eps must be a finite number > 0, got 0"):
         nn.BatchNorm1d(3, eps=0)
-    with pytest.raises(ValueError, match="BatchNorm1d: momentum must be a number in \\[0, 1\\]"):
+    with pytest.raises(ValueError,
+                       match="BatchNorm1d: momentum must be a finite number in \\[0, 1\\]"):
         nn.BatchNorm1d(3, momentum=1.5)
+    for dtype in (np.int32, np.bool_, "U3"):
+        with pytest.raises(ValueError, match="BatchNorm2d: dtype must be a floating-point dtype"):
+            nn.BatchNorm2d(3, dtype=dtype)
     layer = nn.BatchNorm2d(4)
     assert not layer.weight.regularize and not layer.bias.regularize
     assert repr(layer) == "BatchNorm2d(4, eps=1e-05, momentum=0.1)"
+
+
+@pytest.mark.parametrize(("kind", "shape"), CASES)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_long_hand_backward_equals_the_fast_one(backend, kind, shape, mode) -> None:
+    """implementation="reference" (the chain rule node by node) vs the collapsed formula."""
+    rng = np.random.default_rng(7)
+    layers = [backend.to(make(kind, shape[-1]).astype(np.float64)) for _ in range(2)]
+    for layer in layers:
+        randomise(layer, np.random.default_rng(1), backend)
+        layer.train(mode == "train")
+    fast, reference = layers
+    reference.implementation = "reference"
+    x = backend.asarray(3.0 * rng.standard_normal(shape) + 1.5)
+    dy = backend.asarray(rng.standard_normal(shape))
+    fast.forward(x)
+    reference.forward(x)
+    np.testing.assert_allclose(backend.host(reference.backward(dy)),
+                               backend.host(fast.backward(dy)), rtol=1e-10, atol=1e-12)
+    for p, q in zip(reference.parameters(), fast.parameters()):
+        np.testing.assert_allclose(backend.host(p.grad), backend.host(q.grad), rtol=1e-10,
+                                   atol=1e-12)
+    gradcheck.check_layer(reference, x, tol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e20, -1e20, 3e25])
+def test_float32_statistics_do_not_overflow(scale) -> None:
+    """Inputs around ±1e20: their float32 squares overflow; the output is still normalised."""
+    rng = np.random.default_rng(8)
+    x = (scale * (1.0 + rng.standard_normal((16, 3, 3, 4)))).astype(np.float32)
+    layer = nn.BatchNorm2d(4)
+    with np.errstate(all="raise"):  # no overflow warning may escape either
+        y = layer.forward(x)
+        dx = layer.backward(rng.standard_normal(x.shape).astype(np.float32))
+    rows = x.reshape(-1, 4).astype(np.float64)
+    expected = (rows - rows.mean(axis=0)) / np.sqrt(rows.var(axis=0) + 1e-5)
+    assert y.dtype == np.float32 and np.isfinite(dx).all()
+    np.testing.assert_allclose(y.reshape(-1, 4), expected, rtol=1e-4, atol=1e-4)
+    assert np.isfinite(layer.running_mean).all()
+    assert np.isinf(layer.running_var).all()  # ~1e40 exceeds float32, as in PyTorch
+
+
+def test_ordinary_float32_inputs_keep_float32_statistics(monkeypatch) -> None:
+    """The float64 fallback is not taken for ordinary inputs (their float32 result stays)."""
+    import specnorm_np.nn.norm as norm_module
+
+    def not_taken(rows):
+        raise AssertionError("float64 statistics used for ordinary inputs")
+
+    monkeypatch.setattr(norm_module, "_statistics_in_float64", not_taken)
+    x = (1e15 * np.random.default_rng(9).standard_normal((8, 5))).astype(np.float32)
+    nn.BatchNorm1d(5).forward(x)  # (1e15)² = 1e30 still fits in float32
+    with pytest.raises(AssertionError, match="float64 statistics"):
+        nn.BatchNorm1d(5).forward(x * np.float32(1e5))
+
+
+def test_upstream_gradient_dtype_must_match() -> None:
+    layer = nn.BatchNorm1d(3)
+    layer.forward(np.ones((4, 3), np.float32) * np.arange(4, dtype=np.float32)[:, None])
+    with pytest.raises(ValueError, match="BatchNorm1d: upstream gradient dtype float64"):
+        layer.backward(np.ones((4, 3)))
+
+
+@given(n=st.integers(0, 3), hw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       channels=st.integers(1, 4), train=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_property_batchnorm2d_normalises_and_passes_the_gradient_check(n, hw, channels, train,
+                                                                       dtype, seed) -> None:
+    """Random batch sizes (0-3), spatial sizes and dtypes: the output dtype is kept, training
+    output has zero mean per channel, the long-hand and fast backward agree, and float64
+    gradients pass the checker (tolerance 1e-6, random upstream gradient)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, *hw, channels)
+    if train and n * hw[0] * hw[1] < 2:
+        return  # training statistics need two values per channel (an error, tested above)
+    layer = nn.BatchNorm2d(channels, dtype=dtype).train(train)
+    layer.running_var = rng.uniform(0.5, 2.0, channels).astype(dtype)
+    x = (2.0 * rng.standard_normal(shape) + 1.0).astype(dtype)
+    y = layer.forward(x)
+    assert y.dtype == dtype and y.shape == shape
+    if train and n:
+        np.testing.assert_allclose(y.reshape(-1, channels).mean(axis=0), 0,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+    dy = rng.standard_normal(shape).astype(dtype)
+    fast_dx = layer.backward(dy)
+    layer.implementation = "reference"
+    np.testing.assert_allclose(layer.backward(dy), fast_dx,
+                               rtol=1e-3 if dtype == np.float32 else 1e-9,
+                               atol=1e-4 if dtype == np.float32 else 1e-10)
+    if dtype == np.float64 and n:
+        gradcheck.check_layer(layer, x, tol=1e-6, seed=seed)

@@ -76,7 +76,7 @@ def test_validation() -> None:
     p = nn.Parameter(np.zeros(2), "w")
     with pytest.raises(ValueError, match="SGD: lr must be a finite number >= 0, got -0.1"):
         SGD([p], lr=-0.1)
-    with pytest.raises(ValueError, match="SGD: momentum must be a number in \\[0, 1\\)"):
+    with pytest.raises(ValueError, match="SGD: momentum must be a finite number in \\[0, 1\\)"):
         SGD([p], lr=0.1, momentum=1.0)
     with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
         SGD([p], lr=0.1, nesterov=True)
@@ -178,11 +178,11 @@ def test_multistep_state_dict_and_validation() -> None:
     assert fresh.last_step == 6 and fresh_optimizer.lr == pytest.approx(0.01)
     with pytest.raises(KeyError, match="missing entries \\['gamma'\\]"):
         fresh.load_state_dict({k: v for k, v in state.items() if k != "gamma"})
-    with pytest.raises(ValueError, match="total must be a positive int"):
+    with pytest.raises(ValueError, match="MultiStepLR: total must be an int >= 1"):
         MultiStepLR(optimizer, total=0)
     with pytest.raises(ValueError, match="milestones must be fractions in \\(0, 1\\)"):
         MultiStepLR(optimizer, total=10, milestones=(0.5, 75))
     with pytest.raises(ValueError, match="strictly increasing"):
         MultiStepLR(optimizer, total=10, milestones=(0.75, 0.5))
-    with pytest.raises(ValueError, match="gamma must be a positive number"):
+    with pytest.raises(ValueError, match="MultiStepLR: gamma must be a finite number > 0"):
         MultiStepLR(optimizer, total=10, gamma=0)

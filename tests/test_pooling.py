@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specnorm_np.gradcheck import check_layer
 from specnorm_np.nn import AvgPool2d, GlobalAvgPool2d, MaxPool2d
@@ -187,3 +189,65 @@ def test_frozen_max_pool_takes_the_frozen_offsets(backend, rng, case):
     assert [r.tensor for r in results] == ["input"]
     with pytest.raises(ValueError, match="frozen pattern only fits"):
         layer.forward(backend.asarray(np.zeros((1, h, w, 3))))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_max_pool_long_hand_backward_equals_the_fast_one(backend, rng, case, frozen):
+    """implementation="reference" (a loop over output positions, argmax of each window) gives
+    the dx of the default (offsets kept by forward, one strided slice per offset), ties too."""
+    h, w, kernel, stride = case
+    x = np.round(rng.standard_normal((2, h, w, 3)), 1)  # rounded: plenty of ties
+    fast, reference = backend.to(MaxPool2d(kernel, stride)), backend.to(MaxPool2d(kernel, stride))
+    reference.implementation = "reference"
+    if frozen:
+        fast.forward(backend.asarray(rng.standard_normal(x.shape)))
+        fast.frozen_pattern = reference.frozen_pattern = fast.pattern()
+    y = fast.forward(backend.asarray(x))
+    np.testing.assert_array_equal(backend.host(reference.forward(backend.asarray(x))),
+                                  backend.host(y))
+    dy = backend.asarray(rng.standard_normal(y.shape))
+    np.testing.assert_allclose(backend.host(reference.backward(dy)),
+                               backend.host(fast.backward(dy)), rtol=1e-12, atol=1e-12)
+    reference.implementation = "textbook"
+    with pytest.raises(ValueError, match="MaxPool2d: implementation must be one of 'fast'"):
+        reference.forward(backend.asarray(x))
+
+
+@pytest.mark.parametrize("layer", [MaxPool2d(2), AvgPool2d(2), GlobalAvgPool2d()])
+def test_upstream_gradient_dtype_must_match(layer):
+    y = layer.forward(np.zeros((1, 4, 4, 1), np.float32))
+    with pytest.raises(ValueError, match="upstream gradient dtype float64 does not match"):
+        layer.backward(np.zeros(y.shape))
+
+
+@st.composite
+def pool_geometries(draw):
+    """(N, H, W, C, kernel, stride or None, dtype, implementation): batch 0-3, non-square."""
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    return (draw(st.integers(0, 3)), draw(st.integers(kh, 6)), draw(st.integers(kw, 6)),
+            draw(st.integers(1, 3)), (kh, kw), stride,
+            draw(st.sampled_from([np.float32, np.float64])),
+            draw(st.sampled_from(["fast", "reference"])))
+
+
+@given(geometry=pool_geometries(), seed=st.integers(0, 2**16))
+def test_property_pooling_matches_the_loop_oracle_and_the_gradient_check(geometry, seed):
+    """Random geometries: max and average pooling equal the naive loops, keep the dtype, and
+    pass the float64 gradient check (distinct inputs, so no max-pool ties; tolerance 1e-6)."""
+    n, h, w, c, kernel, stride, dtype, implementation = geometry
+    rng = np.random.default_rng(seed)
+    x = _distinct(rng, (n, h, w, c)).astype(dtype)
+    for layer_class, reduce in ((MaxPool2d, np.max), (AvgPool2d, np.mean)):
+        layer = layer_class(kernel, stride)
+        if layer_class is MaxPool2d:
+            layer.implementation = implementation
+        y = layer.forward(x)
+        assert y.dtype == dtype
+        if n:
+            np.testing.assert_allclose(y, _naive_pool(x, kernel, stride, reduce), rtol=1e-5)
+        dx = layer.backward(np.ones_like(y))
+        assert dx.dtype == dtype and dx.shape == x.shape
+        if n and dtype == np.float64:
+            check_layer(layer, x, tol=1e-6, seed=seed)

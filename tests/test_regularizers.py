@@ -51,7 +51,7 @@ def test_weight_decay_state_and_arguments():
     assert decay.eval() is decay and decay.train() is decay
     with pytest.raises(KeyError, match="no state expected"):
         decay.load_state_dict({"0.weight.v": np.zeros(3)})
-    with pytest.raises(ValueError, match="WeightDecay: lam must be a number >= 0"):
+    with pytest.raises(ValueError, match="WeightDecay: lam must be a finite number >= 0"):
         WeightDecay(lam=float("nan"))
 
 

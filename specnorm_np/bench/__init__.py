@@ -1,4 +1,4 @@
-"""Speed and memory of specnorm_np against PyTorch CPU (issue 7).
+"""Speed and memory of specnorm_np against PyTorch CPU.
 
 Run it from a shell::
 

@@ -1,6 +1,6 @@
 """Time the reference networks against PyTorch and collect the results in one dictionary.
 
-How the timing is done (the rules of issue 7):
+How the timing is done (so that the comparison is fair):
 
 * both libraries get the same number of threads: ``torch.set_num_threads`` for PyTorch and
   ``threadpoolctl.threadpool_limits`` for NumPy's BLAS (which also caps PyTorch's OpenMP);

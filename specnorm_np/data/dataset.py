@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_int
 from specnorm_np.data.cifar10 import CLASS_NAMES, IMAGES_PER_BATCH, load_cifar10
 from specnorm_np.data.errors import DatasetError
 
@@ -100,9 +101,8 @@ class ArrayDataset:
         ``n_per_class`` when a class has fewer images.
         """
         counts = self.class_counts()
-        if not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
-            raise DatasetError(f"{self.name}: n_per_class must be a positive int, got "
-                               f"{n_per_class!r}")
+        n_per_class = check_int(n_per_class, "n_per_class", self.name, minimum=1,
+                                error=DatasetError)
         if n_per_class > counts.min():
             smallest = int(np.argmin(counts))
             raise DatasetError(
@@ -185,9 +185,8 @@ class BatchIterator:
                  drop_last: bool = False,
                  transform: Callable[[Array, np.random.Generator], Array] | None = None,
                  scale: float = 1.0 / 255.0, dtype: Any = np.float32) -> None:
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise DatasetError(f"{dataset.name}: batch_size must be a positive int, got "
-                               f"{batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", dataset.name, minimum=1,
+                               error=DatasetError)
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.shuffle, self.drop_last = shuffle, drop_last

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_int
 from specnorm_np.data.errors import DatasetError
 
 __all__ = [
@@ -175,8 +176,7 @@ class RandomCrop:
     """
 
     def __init__(self, padding: int = 4, size: tuple[int, int] | None = None, fill: float = 0.0):
-        if padding < 0:
-            raise DatasetError(f"RandomCrop: padding must be >= 0, got {padding}")
+        padding = check_int(padding, "padding", "RandomCrop", minimum=0, error=DatasetError)
         self.padding, self.size, self.fill = int(padding), size, fill
 
     def __call__(self, images: Any, rng: np.random.Generator | None = None) -> Array:

@@ -70,21 +70,27 @@ def check_finite(label: str, x: Any, what: str = "input") -> None:
         raise NonFiniteError(f"{label}: {what} contains {bad} NaN or Inf value(s)")
 
 
-def check_grad(layer: Any, dy: Any, expected_shape: tuple[int, ...]) -> None:
-    """The upstream gradient must have the shape of the layer's last output."""
+def check_grad(layer: Any, dy: Any, expected_shape: tuple[int, ...], dtype: Any) -> None:
+    """The upstream gradient must be an array of the shape and dtype of the last output.
+
+    ``dtype`` is that of the layer's forward input (which, for layers with parameters, forward
+    has already matched to the parameters). A mismatch is refused as forward refuses one: a
+    float64 ``dy`` on a float32 layer would silently promote every gradient to float64.
+    """
+    label = getattr(layer, "label", layer)
+    if not hasattr(dy, "shape") or not hasattr(dy, "dtype"):
+        raise ValueError(
+            f"{label}: backward expected an upstream gradient array of shape "
+            f"{tuple(expected_shape)}, got {type(dy).__name__}"
+        )
     if tuple(dy.shape) != tuple(expected_shape):
         raise ValueError(
-            f"{getattr(layer, 'label', layer)}: backward expected an upstream gradient of shape "
+            f"{label}: backward expected an upstream gradient of shape "
             f"{tuple(expected_shape)} (the shape forward returned), got {tuple(dy.shape)}"
         )
-
-
-def pair(value: int | tuple[int, int], name: str, owner: str) -> tuple[int, int]:
-    """``3 -> (3, 3)``; ``(3, 5)`` stays; anything else is a ``ValueError``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        out = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        out = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{owner}: {name} must be an int or a pair of ints, got {value!r}")
-    return out
+    if dy.dtype != dtype:
+        raise ValueError(
+            f"{label}: upstream gradient dtype {dy.dtype} does not match the dtype of the "
+            f"forward pass ({dtype}); cast it (dy.astype({dtype})) so that they agree "
+            "(mixing would silently promote the gradients)"
+        )

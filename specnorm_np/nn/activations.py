@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from specnorm_np._validation import check_number
 from specnorm_np.backend import get_array_module
 from specnorm_np.nn._checks import check_grad, check_input
 from specnorm_np.nn.module import Module
@@ -28,16 +28,17 @@ class ReLU(Module):
     def forward(self, x: Any) -> Any:
         check_input(self, x, ndim=(1, 2, 3, 4, 5), layout="(any shape)")
         mask = x > 0 if self.frozen_pattern is None else _frozen(self, x, self.frozen_pattern)
-        self._cache = mask
+        self._cache = (mask, x.dtype)
         return x * mask
 
     def pattern(self) -> Any:
         """The 0/1 mask of the last forward (what ``frozen_pattern`` takes)."""
-        return self._require_cache()
+        return self._require_cache()[0]
 
     def backward(self, dy: Any) -> Any:
-        mask = self._require_cache()
-        check_grad(self, dy, mask.shape)
+        """dy -> dx = dy·D, D = [x > 0] the diagonal of the Jacobian (same shape as x)."""
+        mask, dtype = self._require_cache()
+        check_grad(self, dy, mask.shape, dtype)
         return dy * mask
 
 
@@ -55,12 +56,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
-                or not math.isfinite(negative_slope):
-            raise ValueError(
-                f"LeakyReLU: negative_slope must be a finite number, got {negative_slope!r}"
-            )
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_number(negative_slope, "negative_slope", "LeakyReLU")
 
     #: when set, forward uses this factor array instead of the one from ``x > 0`` (see ReLU)
     frozen_pattern: Any = None
@@ -81,8 +77,9 @@ class LeakyReLU(Module):
         return self._require_cache()
 
     def backward(self, dy: Any) -> Any:
+        """dy -> dx = dy·f, f = 1 where x > 0 else negative_slope (the Jacobian's diagonal)."""
         factor = self._require_cache()
-        check_grad(self, dy, factor.shape)
+        check_grad(self, dy, factor.shape, factor.dtype)
         return dy * factor
 
     def extra_repr(self) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_number
 from specnorm_np.backend import get_array_module
 from specnorm_np.nn._checks import check_grad, check_input
 from specnorm_np.nn.init import as_generator
@@ -30,24 +32,23 @@ class Dropout(Module):
     seed : int or numpy.random.Generator or None
         Seeds the layer's own generator, stored as ``self._rng`` (a host
         ``numpy.random.Generator``). The mask is drawn on the host and moved to the data's
-        device, so a seed gives the same masks on every backend; :mod:`specnorm_np.gradcheck`
-        replays ``_rng.bit_generator.state`` to check the layer with a fixed mask.
+        device, so a seed gives the same masks on every backend. :meth:`random_state` and
+        :meth:`set_random_state` save and replay it (:mod:`specnorm_np.gradcheck` does, to check
+        the layer with a fixed mask).
 
     Shapes: any ``x`` -> ``y`` of the same shape.
     """
 
     def __init__(self, p: float = 0.5, *, seed: np.random.Generator | int | None = None) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_number(p, "p", "Dropout", minimum=0, maximum=1, open_high=True)
         self._rng = as_generator(seed)
 
     def forward(self, x: Any) -> Any:
         """x (any shape) -> y (same shape)."""
         check_input(self, x, ndim=tuple(range(1, 9)), layout="(any shape)")
         if not self.training or self.p == 0.0:
-            self._cache = ("identity", tuple(x.shape))
+            self._cache = ("identity", (tuple(x.shape), x.dtype))
             return x
         draw_dtype = np.float32 if x.dtype == np.float32 else np.float64
         keep = self._rng.random(x.shape, dtype=draw_dtype) >= self.p
@@ -65,10 +66,19 @@ class Dropout(Module):
         (and dx = dy in evaluation mode or for p = 0)."""
         kind, value = self._require_cache()
         if kind == "identity":
-            check_grad(self, dy, value)
+            check_grad(self, dy, *value)
             return dy
-        check_grad(self, dy, value.shape)
+        check_grad(self, dy, value.shape, value.dtype)
         return dy * value
+
+    def random_state(self) -> dict[str, Any]:
+        """The state of the layer's generator (a copy): pass it to :meth:`set_random_state` to
+        draw the same masks again (gradient checks replay it; checkpoints save it)."""
+        return copy.deepcopy(self._rng.bit_generator.state)
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`random_state`."""
+        self._rng.bit_generator.state = state
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_float_dtype, check_int
 from specnorm_np.backend import get_array_module
 from specnorm_np.nn._checks import check_grad, check_input
 from specnorm_np.nn.init import kaiming_normal
@@ -41,17 +42,9 @@ class Linear(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        if not all(isinstance(n, int) and not isinstance(n, bool)
-                   for n in (in_features, out_features)):
-            raise ValueError(
-                f"Linear: in_features and out_features must be ints, got {in_features!r}, "
-                f"{out_features!r}"
-            )
-        if in_features < 1 or out_features < 1:
-            raise ValueError(
-                f"Linear: in_features and out_features must be >= 1, "
-                f"got {in_features}, {out_features}"
-            )
+        in_features = check_int(in_features, "in_features", "Linear", minimum=1)
+        out_features = check_int(out_features, "out_features", "Linear", minimum=1)
+        dtype = check_float_dtype(dtype, "Linear")
         self.in_features, self.out_features = in_features, out_features
         w = kaiming_normal((out_features, in_features), fan_in=in_features, rng=rng, dtype=dtype)
         self.weight = Parameter(w, "weight", regularize=True)
@@ -81,7 +74,7 @@ class Linear(Module):
     def backward_weights(self, dy: Any) -> None:
         """Set dL/dW and dL/db (see :meth:`backward`) without computing dL/dx."""
         x = self._require_cache()
-        check_grad(self, dy, (x.shape[0], self.out_features))
+        check_grad(self, dy, (x.shape[0], self.out_features), x.dtype)
         xp = get_array_module(dy)
         self.weight.grad = dy.T @ x  # dL/dW = dyᵀ x  (out, in)
         if self.bias is not None:

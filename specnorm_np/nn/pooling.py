@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from specnorm_np._validation import check_choice
 from specnorm_np.backend import get_array_module
 from specnorm_np.nn._checks import check_grad, check_input
 from specnorm_np.nn.module import Module
@@ -102,8 +103,15 @@ class MaxPool2d(_WindowPool2d):
     own backward zeroes their gradient anyway.)
 
     Forward keeps only the winning offset k = i·kw + j per output entry (one byte each for
-    windows up to 255 entries), not the input.
+    windows up to 255 entries), not the input; backward then routes dy offset by offset, one
+    strided slice per offset (:meth:`backward`). With ``implementation = "reference"`` forward
+    also keeps x, and backward is the long-hand loop over output positions
+    (:meth:`_backward_reference`); the tests check that both give the same dx.
     """
+
+    #: ``"fast"`` (offsets kept by forward, one slice per window offset) or ``"reference"``
+    #: (keep x and loop over output positions); see the class docstring
+    implementation = "fast"
 
     #: when set (the window offsets of an earlier forward, see :meth:`pattern`), forward takes
     #: each window's entry at that offset instead of its maximum: the layer is then linear
@@ -133,8 +141,13 @@ class MaxPool2d(_WindowPool2d):
             xp.maximum(y, window, out=y)
             index *= ~better  # where this offset wins, forget the old winner ...
             index += better * index.dtype.type(k)  # ... and record k (integer math, no float)
-        self._cache = (index, tuple(x.shape), output_hw)
+        self._keep(index, x, output_hw)
         return y
+
+    def _keep(self, index: Any, x: Any, output_hw: tuple[int, int]) -> None:
+        keep_input = self.implementation != "fast" and check_choice(
+            self.implementation, "implementation", self.label, ("fast", "reference")) == "reference"
+        self._cache = (index, tuple(x.shape), output_hw, x.dtype, x if keep_input else None)
 
     def _forward_frozen(self, x: Any, output_hw: tuple[int, int]) -> Any:
         index = self.frozen_pattern
@@ -148,14 +161,41 @@ class MaxPool2d(_WindowPool2d):
         for k, window_index in self._windows(output_hw):
             picked = x[window_index] * (index == k)  # the entry at offset k where k was chosen
             y = picked if y is None else y + picked
-        self._cache = (index, tuple(x.shape), output_hw)
+        self._keep(index, x, output_hw)
         return y
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, H', W', C) -> dx (N, H, W, C): dy goes to each window's (first) maximum."""
-        index, x_shape, output_hw = self._require_cache()
-        check_grad(self, dy, index.shape)
+        """dy (N, H', W', C) -> dx (N, H, W, C): dy goes to each window's (first) maximum.
+
+        ``y[p, q] = x[p·sh + i*, q·sw + j*]`` with (i*, j*) the window's winning offset, so
+        ∂y[p, q]/∂x is 1 at that entry and 0 elsewhere: for each offset k, the entries of dy whose
+        window was won by k go to the strided slice of dx that offset k reads (summed on overlaps).
+        """
+        index, x_shape, output_hw, dtype, x = self._require_cache()
+        check_grad(self, dy, index.shape, dtype)
+        if x is not None:
+            return self._backward_reference(dy, x)
         return self._scatter(x_shape, output_hw, dy, lambda k: dy * (index == k))
+
+    def _backward_reference(self, dy: Any, x: Any) -> Any:
+        """The long-hand backward: for every output position (p, q), find the first maximum of
+        its window of x (or the frozen pattern's offset) and add dy[:, p, q, :] there."""
+        xp = get_array_module(dy)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        n, c = x.shape[0], x.shape[3]
+        dx = xp.zeros(x.shape, dtype=dy.dtype)
+        offsets = xp.arange(kh * kw).reshape(1, kh * kw, 1)
+        for p in range(dy.shape[1]):
+            for q in range(dy.shape[2]):
+                rows, cols = slice(p * sh, p * sh + kh), slice(q * sw, q * sw + kw)
+                if self.frozen_pattern is None:  # argmax returns the first maximum on ties
+                    winner = x[:, rows, cols, :].reshape(n, kh * kw, c).argmax(axis=1)
+                else:
+                    winner = self.frozen_pattern[:, p, q, :]
+                one_hot = offsets == winner.reshape(n, 1, c)  # (N, kh·kw, C)
+                routed = one_hot * dy[:, p, q, :].reshape(n, 1, c)
+                dx[:, rows, cols, :] += routed.reshape(n, kh, kw, c)
+        return dx
 
 
 class AvgPool2d(_WindowPool2d):
@@ -184,13 +224,17 @@ class AvgPool2d(_WindowPool2d):
             else:
                 y += x[window_index]
         y *= 1.0 / (self.kernel_size[0] * self.kernel_size[1])  # Python float keeps the dtype
-        self._cache = (tuple(x.shape), output_hw, tuple(y.shape))
+        self._cache = (tuple(x.shape), output_hw, tuple(y.shape), x.dtype)
         return y
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, H', W', C) -> dx (N, H, W, C): dy / (kh·kw) spread over each window."""
-        x_shape, output_hw, y_shape = self._require_cache()
-        check_grad(self, dy, y_shape)
+        """dy (N, H', W', C) -> dx (N, H, W, C): dy / (kh·kw) spread over each window.
+
+        ``y[p, q]`` is the mean of its kh·kw window, so ∂y[p, q]/∂x = 1/(kh·kw) on the window
+        and 0 elsewhere; overlapping windows add their shares.
+        """
+        x_shape, output_hw, y_shape, dtype = self._require_cache()
+        check_grad(self, dy, y_shape, dtype)
         share = dy * (1.0 / (self.kernel_size[0] * self.kernel_size[1]))
         return self._scatter(x_shape, output_hw, dy, lambda k: share)
 
@@ -210,15 +254,16 @@ class GlobalAvgPool2d(Module):
         n, h, w, c = x.shape
         if h * w == 0:
             raise ValueError(f"{self.label}: input has no spatial positions, shape {x.shape}")
-        self._cache = tuple(x.shape)
+        self._cache = (tuple(x.shape), x.dtype)
         # summing over the middle axis adds whole contiguous rows of C values at a time
         return x.reshape(n, h * w, c).sum(axis=1) * (1.0 / (h * w))
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, C) -> dx (N, H, W, C)."""
-        x_shape = self._require_cache()
+        """dy (N, C) -> dx (N, H, W, C): y is the mean of the H·W positions, so each position
+        gets dy / (H·W)."""
+        x_shape, dtype = self._require_cache()
         n, h, w, c = x_shape
-        check_grad(self, dy, (n, c))
+        check_grad(self, dy, (n, c), dtype)
         dx = get_array_module(dy).empty(x_shape, dtype=dy.dtype)
         dx[...] = (dy * (1.0 / (h * w)))[:, None, None, :]
         return dx

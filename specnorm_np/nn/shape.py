@@ -26,11 +26,12 @@ class Flatten(Module):
         """x (N, ...) with at least 2 axes -> y (N, prod(...))."""
         check_input(self, x, ndim=tuple(range(2, 9)), layout="(N, ...)")
         shape = tuple(x.shape)
-        self._cache = shape
+        self._cache = (shape, x.dtype)
         return x.reshape(shape[0], math.prod(shape[1:]))
 
     def backward(self, dy: Any) -> Any:
-        """dy (N, prod(...)) -> dx (N, ...)."""
-        shape = self._require_cache()
-        check_grad(self, dy, (shape[0], math.prod(shape[1:])))
+        """dy (N, prod(...)) -> dx (N, ...): a reshape keeps every entry in its order, so its
+        Jacobian is the identity and dx is dy reshaped back."""
+        shape, dtype = self._require_cache()
+        check_grad(self, dy, (shape[0], math.prod(shape[1:])), dtype)
         return dy.reshape(shape)

@@ -33,32 +33,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from specnorm_np._validation import as_pair
 from specnorm_np.backend import get_array_module
 
 __all__ = [
     "as_pair",
     "conv_output_hw",
-    "workspace_buffer",
     "pad_spatial",
     "im2col",
     "col2im",
     "conv2d_naive",
 ]
-
-def as_pair(value: Any, name: str, owner: str, minimum: int) -> tuple[int, int]:
-    """``3 -> (3, 3)``; a pair stays a pair; each entry must be an int ``>= minimum``.
-
-    Raises ``ValueError`` naming ``owner`` and ``name`` otherwise (bools and floats included).
-    """
-    items = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
-    valid = len(items) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in items
-    )
-    if not valid:
-        raise ValueError(
-            f"{owner}: {name} must be an int >= {minimum} or a pair of such ints, got {value!r}"
-        )
-    return int(items[0]), int(items[1])
 
 
 def conv_output_hw(
@@ -85,48 +70,22 @@ def conv_output_hw(
     return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
-def workspace_buffer(
-    workspace: dict | None, name: str, shape: tuple[int, ...], dtype: Any, xp: Any,
-    tag: Any = None,
-) -> Any:
-    """A zero-filled scratch array, reused from ``workspace`` when possible.
-
-    The array stored under ``name`` is returned again when shape, dtype, device and ``tag``
-    match, *without* clearing it: callers rely on that only where every call writes exactly
-    the same positions (the rest stay zero) or overwrites the whole array. ``tag`` holds
-    whatever else decides which positions are written (strides, paddings). With
-    ``workspace=None`` a fresh zero array is returned.
-    """
-    key = (tuple(shape), xp.dtype(dtype), tag)
-    if workspace is not None:
-        found = workspace.get(name)
-        if found is not None and found[0] == key and get_array_module(found[1]) is xp:
-            return found[1]
-    array = xp.zeros(shape, dtype=dtype)
-    if workspace is not None:
-        workspace[name] = (key, array)
-    return array
-
-
-def pad_spatial(x: Any, padding: tuple[int, int], out: Any = None) -> Any:
+def pad_spatial(x: Any, padding: tuple[int, int]) -> Any:
     """Zero-pad the H and W axes of ``x`` (N, H, W, C) -> (N, H + 2·ph, W + 2·pw, C).
 
-    ``out``, if given, must have the padded shape and a zero border (e.g. a buffer that only
-    this function has written before): only its interior is written. No copy when padding is 0.
+    No copy when padding is 0.
     """
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
     n, h, w, c = x.shape
-    if out is None:
-        out = get_array_module(x).zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+    out = get_array_module(x).zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
     out[:, ph : ph + h, pw : pw + w, :] = x
     return out
 
 
 def im2col(
     x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, *, out: Any = None,
-    padded_out: Any = None,
 ) -> Any:
     """Copy every kh×kw window of ``x`` into one row of a patch matrix.
 
@@ -136,8 +95,6 @@ def im2col(
     kernel_size, stride, padding : int or (int, int)
     out : ndarray (N, H', W', kh, kw, C) or None
         Optional reusable output buffer of x's dtype; entirely overwritten.
-    padded_out : ndarray (N, H + 2·ph, W + 2·pw, C) or None
-        Optional reusable buffer for the zero-padded input (see :func:`pad_spatial`).
 
     Returns
     -------
@@ -154,7 +111,7 @@ def im2col(
     ho, wo = conv_output_hw((h, w), (kh, kw), (sh, sw), (ph, pw), owner="im2col")
     if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
         return x.reshape(n * h * w, c)
-    source = pad_spatial(x, (ph, pw), padded_out)
+    source = pad_spatial(x, (ph, pw))
     if out is None:
         out = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
     for i in range(kh):

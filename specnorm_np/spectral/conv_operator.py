@@ -9,8 +9,8 @@ A x = W_mat·[S_1 x; …; S_T x], so ‖A‖ ≤ √(kh·kw)·σ(W_mat); with ci
 
 Four routes to the same numbers, each used to check the others in the tests:
 
-* :func:`conv_operator_norm`: power iteration through :func:`~specnorm_np.nn.conv.conv2d` and
-  its adjoint :func:`~specnorm_np.nn.conv.conv2d_input_grad`; zero padding, any stride, any
+* :func:`conv_operator_norm`: power iteration through :func:`~specnorm_np.ops.conv.conv2d` and
+  its adjoint :func:`~specnorm_np.ops.conv.conv2d_input_grad`; zero padding, any stride, any
   size, any device.
 * :func:`conv_singular_values_fft`: all singular values for circular padding and stride 1
   (Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019).
@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from specnorm_np._validation import check_int
 from specnorm_np.backend import to_numpy
-from specnorm_np.nn.conv import Conv2d, conv2d, conv2d_input_grad
+from specnorm_np.nn.conv import Conv2d
 from specnorm_np.nn.module import Module
+from specnorm_np.ops.conv import conv2d, conv2d_input_grad
 from specnorm_np.ops.im2col import as_pair, conv_output_hw
 from specnorm_np.spectral.power_iteration import normalized, random_unit_vector
 
@@ -43,13 +45,7 @@ __all__ = [
     "conv_as_dense_matrix",
     "conv_as_linear_operator",
     "layer_spectra",
-    "output_hw",
 ]
-
-
-def output_hw(input_hw: Any, kernel_hw: Any, stride: Any, padding: Any) -> tuple[int, int]:
-    """(H', W') of a convolution of an (H, W) input."""
-    return conv_output_hw(tuple(input_hw), kernel_hw, stride, padding, owner="conv_operator")
 
 
 def _check_kernel(kernel: Any, owner: str) -> None:
@@ -106,10 +102,7 @@ def conv_power_iteration(
     shape = (1, int(input_hw[0]), int(input_hw[1]), kernel.shape[3])
     if tuple(v.shape) != shape:
         raise ValueError(f"conv_power_iteration: v must have shape {shape}, got {tuple(v.shape)}")
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-        raise ValueError(
-            f"conv_power_iteration: iterations must be an int >= 0, got {iterations!r}"
-        )
+    iterations = check_int(iterations, "iterations", "conv_power_iteration", minimum=0)
     if iterations == 0:
         u, sigma = normalized(conv2d(v, kernel, stride, padding))
         return sigma, u, v
@@ -149,8 +142,7 @@ def conv_operator_norm(
     """
     kernel, hw, stride, padding = _geometry(layer_or_kernel, input_hw, stride, padding,
                                             "conv_operator_norm")
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
-        raise ValueError(f"conv_operator_norm: iterations must be an int >= 1, got {iterations!r}")
+    iterations = check_int(iterations, "iterations", "conv_operator_norm", minimum=1)
     v = random_unit_vector((1, *hw, kernel.shape[3]), kernel, seed, "conv_operator_norm")
     sigma, _, _ = conv_power_iteration(kernel, v, hw, stride, padding, iterations)
     return float(sigma)
@@ -197,7 +189,7 @@ def conv_as_dense_matrix(
 
     Column j is the convolution of the j-th basis image (a single 1 at the C-order flat index j
     of an (H, W, in) image), flattened in C order: all H·W·in basis images are convolved as
-    one batch with :func:`~specnorm_np.nn.conv.conv2d`.
+    one batch with :func:`~specnorm_np.ops.conv.conv2d`.
 
     Parameters
     ----------
@@ -250,7 +242,8 @@ def conv_as_linear_operator(
     height, width = as_pair(tuple(int(s) for s in input_hw), "input_hw",
                             "conv_as_linear_operator", 1)
     in_channels, out_channels = host.shape[3], host.shape[0]
-    out_h, out_w = output_hw((height, width), host.shape[1:3], stride, padding)
+    out_h, out_w = conv_output_hw((height, width), host.shape[1:3], stride, padding,
+                                  owner="conv_as_linear_operator")
     n_in, n_out = height * width * in_channels, out_h * out_w * out_channels
 
     def matmat(columns: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from specnorm_np._validation import check_int
 from specnorm_np.backend import get_array_module
 from specnorm_np.nn.module import Module, Parameter
 from specnorm_np.spectral.power_iteration import normalized, power_iteration, random_unit_vector
@@ -64,13 +65,9 @@ class SpectralNorm(Module):
                 "SpectralNorm: expected a layer (Module) with a weight Parameter of at least 2 "
                 f"axes, such as Linear or Conv2d; got {type(layer).__name__}"
             )
-        if isinstance(power_iterations, bool) or not isinstance(power_iterations, int) \
-                or power_iterations < 1:
-            raise ValueError(
-                f"SpectralNorm: power_iterations must be an int >= 1, got {power_iterations!r}"
-            )
         self.layer = layer
-        self.power_iterations = power_iterations
+        self.power_iterations = check_int(power_iterations, "power_iterations", "SpectralNorm",
+                                          minimum=1)
         matrix = as_matrix(weight.data)
         v = random_unit_vector((matrix.shape[1],), weight.data, seed, "SpectralNorm")
         u, _ = normalized(matrix @ v)

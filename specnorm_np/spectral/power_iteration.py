@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_int
 from specnorm_np.backend import get_array_module
 from specnorm_np.spectral.views import as_matrix
 
@@ -115,8 +116,7 @@ def power_iteration(weight: Any, v: Any, iterations: int = 1) -> tuple[Any, Any,
             f"power_iteration: v must have shape ({matrix.shape[1]},) for a weight of shape "
             f"{tuple(weight.shape)} (matrix view {tuple(matrix.shape)}), got {tuple(v.shape)}"
         )
-    if int(iterations) != iterations or iterations < 0:
-        raise ValueError(f"power_iteration: iterations must be an int >= 0, got {iterations!r}")
+    iterations = check_int(iterations, "iterations", "power_iteration", minimum=0)
     if iterations == 0:
         u, sigma = normalized(matrix @ v)
         return sigma, u, v
@@ -167,8 +167,7 @@ def literal_algorithm1(weight: Any, v: Any, iterations: int = 1) -> tuple[Any, A
         raise ValueError(
             f"literal_algorithm1: v must have shape ({matrix.shape[1]},), got {tuple(v.shape)}"
         )
-    if int(iterations) != iterations or iterations < 1:
-        raise ValueError(f"literal_algorithm1: iterations must be an int >= 1, got {iterations!r}")
+    iterations = check_int(iterations, "iterations", "literal_algorithm1", minimum=1)
     xp = get_array_module(matrix)
     for _ in range(int(iterations)):
         u = matrix @ v

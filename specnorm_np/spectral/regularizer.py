@@ -20,8 +20,8 @@ Modes
 ``mode="matrix"`` (the paper): σ of the matrix view ``W.reshape(out, -1)``.
 ``mode="operator"``: for each conv layer, σ of the convolution as a linear map on images of the
 layer's last input size (``Conv2d.input_hw``), with its stride and zero padding. The power
-iteration runs through :func:`~specnorm_np.nn.conv.conv2d` (u = Av/‖Av‖, output side) and its
-adjoint :func:`~specnorm_np.nn.conv.conv2d_input_grad` (v = Aᵀu/‖Aᵀu‖, input side) on vectors of
+iteration runs through :func:`~specnorm_np.ops.conv.conv2d` (u = Av/‖Av‖, output side) and its
+adjoint :func:`~specnorm_np.ops.conv.conv2d_input_grad` (v = Aᵀu/‖Aᵀu‖, input side) on vectors of
 shape (1, H, W, in) and (1, H', W', out). Since σ = ⟨u, conv(v; K)⟩ is linear in the kernel K,
 dσ/dK = ``conv2d_weight_grad(x=v, dy=u)``: the weight gradient of the layer for *input* v and
 *output gradient* u. Linear weights use the matrix σ (which is their operator norm). This mode
@@ -43,9 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from specnorm_np._validation import check_choice, check_int, check_number
 from specnorm_np.backend import get_array_module, to_numpy
-from specnorm_np.nn.conv import Conv2d, conv2d_weight_grad
+from specnorm_np.nn.conv import Conv2d
 from specnorm_np.nn.module import Module
+from specnorm_np.ops.conv import conv2d_weight_grad
+from specnorm_np.ops.im2col import conv_output_hw
 from specnorm_np.spectral import conv_operator
 from specnorm_np.spectral.power_iteration import (
     power_iteration,
@@ -110,20 +113,10 @@ class SpectralNormRegularizer:
         exact: bool = False,
         mode: str = "matrix",
     ) -> None:
-        if not (isinstance(lam, (int, float)) and np.isfinite(lam) and lam >= 0):
-            raise ValueError(f"SpectralNormRegularizer: lam must be a number >= 0, got {lam!r}")
-        if isinstance(power_iterations, bool) or not isinstance(power_iterations, int) \
-                or power_iterations < 1:
-            raise ValueError(
-                "SpectralNormRegularizer: power_iterations must be an int >= 1, "
-                f"got {power_iterations!r}"
-            )
-        if mode not in ("matrix", "operator"):
-            raise ValueError(
-                f"SpectralNormRegularizer: mode must be 'matrix' or 'operator', got {mode!r}"
-            )
-        self.lam = float(lam)
-        self.power_iterations = power_iterations
+        owner = "SpectralNormRegularizer"
+        self.lam = check_number(lam, "lam", owner, minimum=0)
+        self.power_iterations = check_int(power_iterations, "power_iterations", owner, minimum=1)
+        check_choice(mode, "mode", owner, ("matrix", "operator"))
         self.seed = int(seed)
         self.exact = bool(exact)
         self.mode = mode
@@ -338,8 +331,8 @@ def _add_rank_one(grad: Any, scale: Any, u: Any, v: Any) -> None:
 def _exact_operator_triplet(kernel: Any, layer: Any) -> tuple[Any, Any, Any]:
     """σ₁, u₁ (1, H', W', out), v₁ (1, H, W, in) of a conv layer from its dense matrix."""
     height, width = layer.input_hw
-    out_hw = conv_operator.output_hw(layer.input_hw, kernel.shape[1:3], layer.stride,
-                                     layer.padding)
+    out_hw = conv_output_hw(layer.input_hw, kernel.shape[1:3], layer.stride, layer.padding,
+                            owner=layer.label)
     rows = out_hw[0] * out_hw[1] * kernel.shape[0]
     cols = height * width * kernel.shape[3]
     if rows * cols > _MAX_DENSE_ENTRIES:

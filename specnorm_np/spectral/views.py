@@ -14,7 +14,7 @@ stable names (the keys of their checkpoint state).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
 from typing import Any
 
 from specnorm_np.nn.module import Module, Parameter
@@ -54,21 +54,13 @@ def from_matrix(matrix: Any, weight_shape: tuple[int, ...]) -> Any:
         The original weight's shape, e.g. (out, kh, kw, in).
     """
     weight_shape = tuple(int(s) for s in weight_shape)
-    expected = (weight_shape[0], int(_product(weight_shape[1:])))
+    expected = (weight_shape[0], math.prod(weight_shape[1:]))
     if tuple(matrix.shape) != expected:
         raise ValueError(
             f"from_matrix: a matrix for a weight of shape {weight_shape} must have shape "
             f"{expected}, got {tuple(matrix.shape)}"
         )
     return matrix.reshape(weight_shape)
-
-
-def _product(values: Iterable[int]) -> int:
-    """Product of Python ints (1 for an empty sequence)."""
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
 
 
 def named_weights(params: Any, owner: str = "regularizer") -> list[tuple[str, Parameter]]:
