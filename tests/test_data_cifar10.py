@@ -185,3 +185,15 @@ def test_verify_passes_when_checksums_match(fake_root, monkeypatch):
     with pytest.raises(ChecksumError) as info:
         load_cifar10(fake_root, verify=True, images_per_batch=PER_BATCH)
     assert "data_batch_3" in str(info.value) and "data_batch_1" not in str(info.value)
+
+
+def test_an_unreadable_file_is_a_dataset_error_naming_it(fake_root, monkeypatch):
+    """(As root, permission bits do not apply, so the refusal is simulated.)"""
+    from specnorm_np.data import cifar10
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cifar10, "safe_load", refuse)
+    with pytest.raises(DatasetError, match=r"batches.meta: cannot be read \(Permission denied\)"):
+        load_cifar10(fake_root, images_per_batch=PER_BATCH)

@@ -133,7 +133,11 @@ def _load_dict(path: Path) -> dict[str, Any]:
             f"{path}: missing; the folder {path.parent} should contain {META_FILE}, "
             f"{', '.join(TRAIN_FILES)} and {TEST_FILES[0]}. Copy or download the data again."
         )
-    content = safe_load(path)
+    try:
+        content = safe_load(path)
+    except OSError as error:  # e.g. PermissionError: name the file, not a traceback
+        raise DatasetError(f"{path}: cannot be read ({error.strerror or error}); check that "
+                           "the file and its folder are readable by this user") from None
     if not isinstance(content, dict):
         raise DatasetError(
             f"{path}: expected a pickled dict (CIFAR-10 batch format), found "
