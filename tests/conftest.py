@@ -77,3 +77,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def kernel_path(tmp_path_factory: pytest.TempPathFactory):
+    """A Jupyter data directory holding one kernel spec, :data:`NOTEBOOK_KERNEL`, that runs the
+    interpreter running pytest (so a stale user-level ``python3`` spec cannot send notebooks to
+    another environment); set ``JUPYTER_PATH`` to it."""
+    import json
+    import sys
+
+    pytest.importorskip("ipykernel")
+    root = tmp_path_factory.mktemp("jupyter")
+    spec_dir = root / "kernels" / NOTEBOOK_KERNEL
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"specnorm_np tests ({sys.executable})", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return root
+
+
+#: the name of the kernel spec written by the ``kernel_path`` fixture
+NOTEBOOK_KERNEL = "specnorm-np-test"

@@ -12,8 +12,6 @@ exercise, while every other cell still runs.
 from __future__ import annotations
 
 import importlib.util
-import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ jupytext = pytest.importorskip("jupytext")
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-KERNEL_NAME = "specnorm-np-exercises"
+KERNEL_NAME = "specnorm-np-test"  # written by the kernel_path fixture (conftest.py)
 
 _spec = importlib.util.spec_from_file_location("make_exercises",
                                                ROOT / "docs" / "make_exercises.py")
@@ -84,16 +82,6 @@ def test_make_exercises_writes_student_copies(tmp_path: Path) -> None:
         assert text.count("# YOUR CODE HERE") >= 3, path.name
 
 
-@pytest.fixture(scope="module")
-def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("ipykernel")
-    root = tmp_path_factory.mktemp("jupyter")
-    spec_dir = root / "kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "specnorm_np exercises", "language": "python"}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return root
 
 
 @pytest.mark.notebook

@@ -19,7 +19,6 @@ several times slower than one thread.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ jupytext = pytest.importorskip("jupytext")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-KERNEL_NAME = "specnorm-np-test"
+KERNEL_NAME = "specnorm-np-test"  # written by the kernel_path fixture (conftest.py)
 CELL_TIMEOUT_SECONDS = 300
 
 
@@ -80,20 +79,6 @@ def test_header_states_full_setting_run_time(source: Path) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Jupyter data directory holding one kernel spec: the interpreter running pytest."""
-    pytest.importorskip("ipykernel")
-    root = tmp_path_factory.mktemp("jupyter")
-    spec_dir = root / "kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"specnorm_np tests ({sys.executable})",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return root
 
 
 @pytest.mark.notebook
