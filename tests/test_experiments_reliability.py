@@ -214,6 +214,22 @@ def test_large_batch_length_in_updates() -> None:
                       large_batch_updates=10, train_size=100)
 
 
+def test_a_worker_whose_parent_is_already_gone_exits_before_any_work() -> None:
+    """The task can reach a worker that finished starting only after ``compare`` was killed:
+    it must exit (code 3) at once, not train unobserved."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: no process has this id now (reuse within this test is negligible)
+    code = ("from specnorm_np.experiments.compare import _watch_parent\n"
+            f"_watch_parent({dead.pid})\n"
+            "print('trained anyway')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3 and "trained anyway" not in done.stdout, done
+    alive = subprocess.run([sys.executable, "-c", code.replace(str(dead.pid), str(os.getpid()))],
+                           capture_output=True, text=True, timeout=120)
+    assert alive.returncode == 0 and "trained anyway" in alive.stdout, alive  # parent alive
+
+
 @pytest.mark.slow
 def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
     psutil = pytest.importorskip("psutil")
@@ -240,8 +256,8 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
         assert workers, "no worker processes appeared"
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        gone, alive = psutil.wait_procs(workers, timeout=15)
-        assert not alive, f"workers still running 15 s after the parent was killed: {alive}"
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers still running 30 s after the parent was killed: {alive}"
     finally:
         if parent.poll() is None:
             parent.kill()

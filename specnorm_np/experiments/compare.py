@@ -179,17 +179,38 @@ def _refused(config: TrainConfig, status: str, message: str) -> dict[str, Any]:
     return {"id": run_id(config), "status": status, "message": message, "skipped": False}
 
 
+def _parent_gone(parent_pid: int) -> bool:
+    """True when no process ``parent_pid`` exists any more (``kill(pid, 0)`` probes it)."""
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists but belongs to someone else
+        return False
+    return False
+
+
 def _watch_parent(parent_pid: int | None) -> None:
     """In a local worker process: exit as soon as the parent (``compare``) is gone.
 
     A killed parent (``kill -9``) cannot stop its workers; they notice here within a second
-    (their parent process id changes) instead of training on for minutes.
+    instead of training on for minutes. A worker may also pick up its task only *after* the
+    parent died (the task was already in the queue while the worker was still starting): it
+    is then no longer the parent's child, finds the parent gone and exits before any work.
     """
-    if parent_pid is None or os.getpid() == parent_pid or os.getppid() != parent_pid:
+    if parent_pid is None or os.getpid() == parent_pid:
         return
+    if os.getppid() != parent_pid and _parent_gone(parent_pid):
+        os._exit(3)
+    if os.getppid() == parent_pid:
+        def alive() -> bool:  # reparenting is the signal: a zombie parent counts as gone
+            return os.getppid() == parent_pid
+    else:
+        def alive() -> bool:
+            return not _parent_gone(parent_pid)
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while alive():
             time.sleep(1.0)
         os._exit(3)
 
