@@ -237,11 +237,12 @@ def test_constructor_rejects_bad_arguments():
 
 
 # ---- add_grad on a gradient zeroed in place ------------------------------------------------------
-@pytest.mark.parametrize("shape", [(7, 5), (6, 3, 2, 4), (3000, 2)])
+@pytest.mark.parametrize("shape", [(7, 5), (6, 3, 2, 4), (3000, 2), (300, 64), (40, 3, 3, 50)])
 def test_add_grad_on_a_gradient_zeroed_in_place_holds_exactly_the_term(rng, shape):
     """A gradient zeroed in place (``grad[...] = 0``, as a user might between steps) and then
     ``add_grad`` holds λσuvᵀ of this step's power iteration, to the last bit of the float
-    arithmetic; the (3000, 2) weight spans several blocks of the in-place update."""
+    arithmetic; the (3000, 2) weight spans several blocks of the in-place reference update,
+    (300, 64) and (40, 3, 3, 50) are large enough for the BLAS route."""
     weight = _weight(shape, rng)
     weight.grad = rng.standard_normal(shape)
     grad_array = weight.grad
@@ -255,3 +256,66 @@ def test_add_grad_on_a_gradient_zeroed_in_place_holds_exactly_the_term(rng, shap
     expected = ((LAM * sigma) * u)[:, None] * v[None, :]
     np.testing.assert_array_equal(weight.grad.reshape(shape[0], -1), expected)
 
+
+
+# ---- the two routes of the in-place rank-one update ---------------------------------------------
+@pytest.mark.parametrize("shape,dtype", [((512, 300), np.float32), ((130, 131), np.float64),
+                                         ((64, 3, 3, 32), np.float32), ((1, 20000), np.float32),
+                                         ((20000, 1), np.float64)])
+def test_blas_rank_one_route_equals_the_reference(rng, shape, dtype, monkeypatch):
+    """The BLAS ``?ger`` route updates the gradient's own memory and agrees with the plain
+    blocked reference to rounding (FMA may differ in the last bit: 4 ulp allowed)."""
+    from specnorm_np.spectral import regularizer as module
+
+    grad = rng.standard_normal(shape).astype(dtype)
+    reference = grad.copy()
+    u = rng.standard_normal(shape[0]).astype(dtype)
+    v = rng.standard_normal(int(np.prod(shape[1:]))).astype(dtype)
+    scale = dtype(0.37)
+    module._add_rank_one_blocked(reference, scale, u, v)
+    before = grad.__array_interface__["data"][0]
+
+    def no_reference(*args):
+        raise AssertionError("the reference route was taken for a BLAS-sized gradient")
+
+    monkeypatch.setattr(module, "_add_rank_one_blocked", no_reference)
+    module._add_rank_one(grad, scale, u, v)
+    assert grad.__array_interface__["data"][0] == before and grad.flags.c_contiguous
+    ulp = np.finfo(dtype).eps
+    np.testing.assert_allclose(grad, reference, rtol=4 * ulp, atol=4 * ulp * np.abs(reference).max())
+
+
+def test_blas_rank_one_route_leaves_thread_pools_as_they_were(rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from specnorm_np.spectral import regularizer as module
+
+    grad = rng.standard_normal((256, 256)).astype(np.float32)
+    u, v = rng.standard_normal(256).astype(np.float32), rng.standard_normal(256).astype(np.float32)
+    module._add_rank_one(grad, 0.5, u, v)  # loads SciPy's BLAS before the snapshot
+    before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    with threadpoolctl.threadpool_limits(limits=1):
+        module._add_rank_one(grad, 0.5, u, v)
+        inside = [i["num_threads"] for i in threadpoolctl.threadpool_info()]
+    module._add_rank_one(grad, 0.5, u, v)
+    assert [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()] == before
+    assert set(inside) == {1}  # a user's limit is kept as well
+
+
+@pytest.mark.parametrize("case", ["small", "float16", "strided"])
+def test_rank_one_falls_back_to_the_reference_route(rng, case, monkeypatch):
+    from specnorm_np.spectral import regularizer as module
+
+    def no_blas(*args):
+        raise AssertionError("the BLAS route was taken")
+
+    monkeypatch.setattr(module, "_add_rank_one_blas", no_blas)
+    if case == "small":
+        grad = rng.standard_normal((20, 30))
+    elif case == "float16":
+        grad = rng.standard_normal((300, 300)).astype(np.float16)
+    else:
+        grad = rng.standard_normal((300, 600))[:, ::2]  # not contiguous: no in-place matrix view
+    expected = grad.astype(np.float64) + 0.5 * np.outer(np.ones(grad.shape[0]), np.ones(grad.shape[1]))
+    module._add_rank_one(grad, grad.dtype.type(0.5), np.ones(grad.shape[0], grad.dtype),
+                         np.ones(grad.shape[1], grad.dtype))
+    np.testing.assert_allclose(grad, expected, rtol=1e-3 if case == "float16" else 1e-12)
