@@ -230,6 +230,25 @@ def test_a_worker_whose_parent_is_already_gone_exits_before_any_work() -> None:
     assert alive.returncode == 0 and "trained anyway" in alive.stdout, alive  # parent alive
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_zombie_parent_counts_as_gone() -> None:
+    """Killed but not yet reaped by its own parent, ``compare`` is a zombie: ``kill(pid, 0)``
+    still succeeds, yet a worker that gets its task then must not train."""
+    from specnorm_np.experiments.compare import _parent_gone
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while (Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        assert _parent_gone(zombie.pid)  # exited, not reaped yet: a zombie
+        assert not _parent_gone(os.getpid())  # a running process is not gone
+    finally:
+        zombie.wait()
+    assert _parent_gone(zombie.pid)  # reaped: no such process
+
+
 @pytest.mark.slow
 def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
     psutil = pytest.importorskip("psutil")

@@ -319,3 +319,40 @@ def test_rank_one_falls_back_to_the_reference_route(rng, case, monkeypatch):
     module._add_rank_one(grad, grad.dtype.type(0.5), np.ones(grad.shape[0], grad.dtype),
                          np.ones(grad.shape[1], grad.dtype))
     np.testing.assert_allclose(grad, expected, rtol=1e-3 if case == "float16" else 1e-12)
+
+
+def test_a_read_only_gradient_is_refused_not_written(rng):
+    """A read-only gradient (e.g. ``np.frombuffer`` of bytes, a read-only memmap) must never be
+    written through BLAS: it gets the reference route's NumPy error and stays unchanged."""
+    from specnorm_np.spectral import regularizer as module
+
+    grad = rng.standard_normal((256, 128)).astype(np.float32)
+    grad.flags.writeable = False
+    before = grad.copy()
+    ones_u, ones_v = np.ones(256, np.float32), np.ones(128, np.float32)
+    with pytest.raises(ValueError, match="read-only"):
+        module._add_rank_one(grad, np.float32(0.5), ones_u, ones_v)
+    np.testing.assert_array_equal(grad, before)
+
+
+def test_without_thread_pool_introspection_the_blas_route_is_never_used(rng, monkeypatch):
+    """If threadpoolctl cannot inspect the BLAS libraries, ger cannot be held at one thread: the
+    reference route is used on every call, not only on the first."""
+    import threadpoolctl
+
+    from specnorm_np.spectral import regularizer as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no introspection here")
+
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", broken)
+    monkeypatch.setattr(module, "_blas_pools", None)
+    calls = []
+    reference = module._add_rank_one_blocked
+    monkeypatch.setattr(module, "_add_rank_one_blocked",
+                        lambda *a: (calls.append(1), reference(*a)))
+    grad = rng.standard_normal((256, 128)).astype(np.float32)
+    for _ in range(3):
+        module._add_rank_one(grad, np.float32(0.5), np.ones(256, np.float32),
+                             np.ones(128, np.float32))
+    assert len(calls) == 3 and module._blas_pools is False

@@ -195,17 +195,18 @@ def _paired_share(
 
 
 def _median_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
-    """Distribution-free ~95% interval of a median: the order statistics d_(k), d_(n+1-k).
+    """Distribution-free 95% interval of a median: the order statistics d_(k), d_(n+1-k).
 
-    The number of values below the true median is Binomial(n, 1/2), so with
-    k = floor((n − z·√n)/2) (normal approximation, fine for the n >= 30 used here)
-    P(d_(k) <= median <= d_(n+1-k)) ≈ 95%. With fewer than 6 values it is the full range.
+    The interval misses the true median only when fewer than k of the n values lie below it
+    or fewer than k above; that count is Binomial(n, 1/2). k = floor((n + 1 − z·√n)/2) (the
+    normal approximation with a continuity correction) keeps the exact coverage
+    P(k <= Bin(n, 1/2) <= n − k) at or above 95% for every n from 6 to 400 (checked), 95.7% at
+    the n = 30 pairs used here. Below 6 values it is the full range, whose coverage is lower.
+    The share's denominator (the median step) is treated as exact.
     """
     ordered = sorted(values)
     n = len(ordered)
-    k = max(1, math.floor((n - z * math.sqrt(n)) / 2))
-    if n < 6:
-        k = 1
+    k = max(1, math.floor((n + 1 - z * math.sqrt(n)) / 2))
     return ordered[k - 1], ordered[n - k]
 
 

@@ -180,14 +180,21 @@ def _refused(config: TrainConfig, status: str, message: str) -> dict[str, Any]:
 
 
 def _parent_gone(parent_pid: int) -> bool:
-    """True when no process ``parent_pid`` exists any more (``kill(pid, 0)`` probes it)."""
+    """True when process ``parent_pid`` no longer runs: it does not exist (``kill(pid, 0)``
+    fails) or it is a zombie (killed, not yet reaped by its own parent; Linux ``/proc``)."""
     try:
         os.kill(parent_pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # it exists but belongs to someone else
+        pass
+    try:
+        stat = Path(f"/proc/{parent_pid}/stat").read_text()
+    except FileNotFoundError:  # with /proc: it vanished meanwhile; without (macOS): alive
+        return Path("/proc/self").exists()
+    except OSError:
         return False
-    return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]  # state follows "(command name)"
 
 
 def _watch_parent(parent_pid: int | None) -> None:

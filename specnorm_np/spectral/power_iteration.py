@@ -43,16 +43,10 @@ def normalized(x: Any, fallback: Any = None) -> tuple[Any, Any]:
     """``(x / ‖x‖, ‖x‖)`` for an array of any shape (the norm is over all entries).
 
     Where ``‖x‖ = 0`` the result is ``fallback`` (zeros when None) instead of NaN. The norm is
-    returned as a 0-d array of ``x``'s module; on a device the test is ``xp.where`` (no
-    host synchronisation), on the host a plain branch (fewer passes, same values).
+    returned as a 0-d array of ``x``'s module (no host synchronisation).
     """
-    flat = x.reshape(-1)
-    if type(x) is np.ndarray:  # on the host the test costs nothing: branch instead of where
-        norm = np.sqrt(flat @ flat)
-        if norm > 0:
-            return x / norm, norm
-        return (x.copy() if fallback is None else fallback), norm  # x: zeros (or NaN)
     xp = get_array_module(x)
+    flat = x.reshape(-1)
     norm = xp.sqrt(flat @ flat)
     positive = norm > 0
     unit = x / xp.where(positive, norm, 1)

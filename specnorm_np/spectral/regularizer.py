@@ -312,13 +312,15 @@ _BLAS_MIN_ENTRIES = 1 << 14  # smaller gradients: the BLAS call's fixed cost is 
 def _add_rank_one(grad: Any, scale: Any, u: Any, v: Any) -> None:
     """``grad += scale · u vᵀ`` in the matrix view of ``grad``, in place.
 
-    Two routes, tested equal: a C-contiguous float32/float64 NumPy gradient of at least
+    Two routes, tested equal: a writeable C-contiguous float32/float64 NumPy gradient of at least
     ``_BLAS_MIN_ENTRIES`` entries goes to BLAS ``?ger`` (:func:`_add_rank_one_blas`: one pass
     over the gradient, no temporary); everything else (CuPy arrays, other dtypes, small or
-    strided gradients) to the plain reference :func:`_add_rank_one_blocked`.
+    strided or read-only gradients) to the plain reference :func:`_add_rank_one_blocked` (which
+    raises NumPy's error for a read-only one).
     """
     if (isinstance(grad, np.ndarray) and grad.dtype in (np.float32, np.float64)
-            and grad.flags.c_contiguous and grad.size >= _BLAS_MIN_ENTRIES
+            and grad.flags.c_contiguous and grad.flags.writeable
+            and grad.size >= _BLAS_MIN_ENTRIES
             and _add_rank_one_blas(grad, scale, u, v)):
         return
     _add_rank_one_blocked(grad, scale, u, v)
@@ -344,7 +346,9 @@ def _add_rank_one_blocked(grad: Any, scale: Any, u: Any, v: Any) -> None:
         block += scaled_u[start:start + rows, None] * v[None, :]
 
 
-_blas_pools: list[Any] | None = None  # threadpoolctl controllers of the loaded BLAS libraries
+#: threadpoolctl controllers of the BLAS libraries loaded at the first call (SciPy's among them);
+#: None before it, False when they cannot be inspected (then the BLAS route is never used)
+_blas_pools: list[Any] | bool | None = None
 
 
 def _add_rank_one_blas(grad: np.ndarray, scale: Any, u: Any, v: Any) -> bool:
@@ -373,9 +377,10 @@ def _add_rank_one_blas(grad: np.ndarray, scale: Any, u: Any, v: Any) -> bool:
 
             _blas_pools = [c for c in ThreadpoolController().lib_controllers
                            if c.user_api == "blas"]
-        except Exception:  # noqa: BLE001 - no introspection: the reference route is used
-            _blas_pools = []
-            return False
+        except Exception:  # noqa: BLE001 - no introspection, no way to hold the threads
+            _blas_pools = False
+    if _blas_pools is False:
+        return False
     matrix_t = grad.reshape(grad.shape[0], -1).T  # (n, m), Fortran-ordered view of grad
     u = np.asarray(u, dtype=grad.dtype)
     v = np.asarray(v, dtype=grad.dtype)
