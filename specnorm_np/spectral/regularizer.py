@@ -360,10 +360,11 @@ def _add_rank_one_blas(grad: np.ndarray, scale: Any, u: Any, v: Any) -> bool:
     writes into ``grad``'s own memory (checked; were it a copy, it is copied back).
 
     SciPy may link a BLAS of its own, with its own thread pool. A multi-threaded ``ger`` leaves
-    that pool's threads spinning while NumPy's threads start the next product: on 2 cores a
-    whole MLP training step became 2.3x slower (8.2 -> 19 ms). So the call runs with every BLAS
-    pool held at one thread (threadpoolctl; restored immediately, about 1.5 µs per pool); a
-    memory-bound rank-one update gains nothing from threads anyway. (Another Python thread
+    that pool's threads spinning while NumPy's threads start the next product, which made a
+    whole multi-threaded MLP training step more than twice as slow (the README's Performance
+    section has the measurement). So the call runs with every BLAS pool held at one thread
+    (threadpoolctl's per-library ``set_num_threads``, restored right after; a few microseconds);
+    a memory-bound rank-one update gains nothing from threads anyway. (Another Python thread
     calling BLAS during those microseconds would run single-threaded too.)
     """
     global _blas_pools
