@@ -22,7 +22,7 @@ from specnorm_np.bench.networks import (
     copy_weights_to_torch,
     count_parameters,
 )
-from specnorm_np.bench.steps import NumpyTrainer, make_batch
+from specnorm_np.bench.steps import NumpyTrainer, TorchTrainer, make_batch
 
 ALL_NETS = list(NETWORKS)
 
@@ -227,3 +227,27 @@ def test_median_interval_is_the_binomial_order_statistics() -> None:
     covered = [lo <= 0.0 <= hi for lo, hi in
                (runner._median_interval(rng.standard_normal(60)) for _ in range(2000))]
     assert 0.93 <= np.mean(covered) <= 0.99
+
+
+def test_a_step_without_the_regularizer_skips_it_on_the_same_trainer(monkeypatch) -> None:
+    """The share's ablation steps one trainer with and without the regularizer (the same arrays),
+    so ``train_step(..., regularize=False)`` must skip exactly the regularizer, on both sides."""
+    trainer = NumpyTrainer("mlp", seed=0)
+    x, y = make_batch(3, seed=0)
+    calls = []
+    original = trainer.regularizer.add_grad
+    monkeypatch.setattr(trainer.regularizer, "add_grad",
+                        lambda model: (calls.append(model), original(model)))
+    trainer.train_step(x, y, regularize=False)
+    assert calls == []
+    before = {name: state.v.copy() for name, state in trainer.regularizer.states.items()}
+    trainer.train_step(x, y)
+    assert calls == [trainer.model] and before == {}  # the first regularized step made states
+    if bench.torch_available():
+        theirs = TorchTrainer("mlp", seed=0)
+        tx, ty = theirs.to_input(x, y)
+        vectors = [v.clone() for v in theirs.regularizer.vectors]
+        theirs.train_step(tx, ty, regularize=False)
+        assert all(bool((a == b).all()) for a, b in zip(vectors, theirs.regularizer.vectors))
+        theirs.train_step(tx, ty)
+        assert not any(bool((a == b).all()) for a, b in zip(vectors, theirs.regularizer.vectors))

@@ -182,3 +182,29 @@ def test_literal_algorithm1_vectors_overflow_or_vanish(rng):
     for weight, expected in ((big, 3.0), (small, 0.5)):
         sigma, u, v = power_iteration(weight, v0, iterations=600)
         assert np.isclose(float(sigma), expected) and np.isclose(np.linalg.norm(v), 1)
+
+
+# ---- normalized: the host fast path against the reference route ---------------------------------
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("fallback_kind", ["none", "same", "other dtype", "broadcast"])
+@pytest.mark.parametrize("values", ["random", "zero", "nan", "inf"])
+def test_normalized_fast_path_equals_the_reference_route(dtype, fallback_kind, values):
+    from specnorm_np.spectral.power_iteration import _normalized_reference, normalized
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((4, 6)) * 5).astype(dtype)
+    if values == "zero":
+        x[...] = 0
+    elif values in ("nan", "inf") and np.issubdtype(dtype, np.floating):
+        x[1, 2] = np.nan if values == "nan" else np.inf
+    fallback = {"none": None,
+                "same": rng.standard_normal((4, 6)).astype(dtype),
+                "other dtype": rng.standard_normal((4, 6)),
+                "broadcast": rng.standard_normal((6,)).astype(dtype)}[fallback_kind]
+    with np.errstate(all="ignore"):  # inf / inf and float16 overflow: NaN on both routes
+        unit, norm = normalized(x, fallback)
+        unit_ref, norm_ref = _normalized_reference(x, fallback)
+    assert unit.dtype == unit_ref.dtype and unit.shape == unit_ref.shape
+    assert np.asarray(norm).dtype == np.asarray(norm_ref).dtype
+    np.testing.assert_array_equal(unit, unit_ref)  # bitwise (NaN where NaN)
+    np.testing.assert_array_equal(norm, norm_ref)

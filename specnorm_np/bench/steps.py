@@ -15,7 +15,8 @@ The PyTorch side does the same work: ``loss.backward()``, then the same one-step
 iteration per weight matrix (:class:`TorchSpectralRegularizer`, two ``mv`` and an in-place
 ``addr_``), then ``torch.optim.SGD`` with Nesterov momentum. Each ``train_step`` returns the
 seconds spent in each phase; the runner measures the regularizer's share of a step by ablation
-(the same network trained without it), which also counts its cache effects on the rest.
+(the same trainer, on the same arrays, stepping with and without it), which also counts its
+cache effects on the rest.
 """
 
 from __future__ import annotations
@@ -68,8 +69,14 @@ class NumpyTrainer:
         self.optimizer = SGD(self.params, lr=LEARNING_RATE, momentum=MOMENTUM, nesterov=True)
         self.last_loss = float("nan")
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """One full training step on (x, y); returns seconds per phase and ``"total"``."""
+    def train_step(
+        self, x: np.ndarray, y: np.ndarray, regularize: bool = True
+    ) -> dict[str, float]:
+        """One full training step on (x, y); returns seconds per phase and ``"total"``.
+
+        ``regularize=False`` skips the regularizer in this step only (the ablation of the
+        regularizer's share runs the same arrays with and without it).
+        """
         self.model.train()
         t0 = time.perf_counter()
         logits = self.model.forward(x)
@@ -79,7 +86,7 @@ class NumpyTrainer:
         # parameter gradients only, like PyTorch for an input that does not require a gradient
         self.model.backward_weights(dlogits)
         t3 = time.perf_counter()
-        if self.regularizer is not None:
+        if regularize and self.regularizer is not None:
             self.regularizer.add_grad(self.model)  # a Module: weights by qualified name
         t4 = time.perf_counter()
         self.optimizer.step()
@@ -156,8 +163,11 @@ class TorchTrainer:
         images = self.torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         return images, self.torch.from_numpy(y)
 
-    def train_step(self, x: Any, y: Any) -> dict[str, float]:
-        """One full training step on tensors from :meth:`to_input`; seconds per phase."""
+    def train_step(self, x: Any, y: Any, regularize: bool = True) -> dict[str, float]:
+        """One full training step on tensors from :meth:`to_input`; seconds per phase.
+
+        ``regularize=False`` skips the regularizer in this step only.
+        """
         functional = self.torch.nn.functional
         self.model.train()
         t0 = time.perf_counter()
@@ -165,7 +175,7 @@ class TorchTrainer:
         loss = functional.cross_entropy(self.model(x), y)
         loss.backward()
         t1 = time.perf_counter()
-        if self.regularizer is not None:
+        if regularize and self.regularizer is not None:
             self.regularizer.add_grad()
         t2 = time.perf_counter()
         self.optimizer.step()

@@ -122,12 +122,19 @@ class Module:
             yield from child.modules()
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Yield ``(qualified_name, Parameter)``: own parameters first, then children's."""
+        """Iterate over ``(qualified_name, Parameter)``: own parameters first, then children's."""
+        found: list[tuple[str, Parameter]] = []
+        self._collect_parameters(prefix, found)
+        return iter(found)
+
+    def _collect_parameters(self, prefix: str, found: list[tuple[str, Parameter]]) -> None:
+        # (one list for the whole tree instead of nested generators: this runs in every
+        # regularizer step, and a chain of ``yield from`` costs a resumption per level)
         for name, value in vars(self).items():
             if isinstance(value, Parameter):
-                yield prefix + name, value
+                found.append((prefix + name, value))
         for name, child in self.children():
-            yield from child.named_parameters(prefix + name + ".")
+            child._collect_parameters(prefix + name + ".", found)
 
     def parameters(self) -> list[Parameter]:
         """All parameters, in a deterministic order."""

@@ -46,6 +46,22 @@ def normalized(x: Any, fallback: Any = None) -> tuple[Any, Any]:
     returned as a 0-d array of ``x``'s module (no host synchronisation).
     """
     xp = get_array_module(x)
+    if xp is np and (fallback is None or (isinstance(fallback, np.ndarray)
+                                          and fallback.shape == x.shape
+                                          and fallback.dtype == x.dtype)):
+        # Fast path on the host, where testing the norm costs nothing: a positive norm skips
+        # the two ``where`` of the reference route, whose fixed costs were a tenth of the
+        # regularizer's time in an MLP training step. Same values and dtypes (tested).
+        flat = x.reshape(-1)
+        norm = np.sqrt(flat @ flat)
+        if norm > 0:
+            return x / norm, norm
+    return _normalized_reference(x, fallback)
+
+
+def _normalized_reference(x: Any, fallback: Any = None) -> tuple[Any, Any]:
+    """The reference route of :func:`normalized` (any array module, no host synchronisation)."""
+    xp = get_array_module(x)
     flat = x.reshape(-1)
     norm = xp.sqrt(flat @ flat)
     positive = norm > 0

@@ -165,7 +165,9 @@ class SpectralNormRegularizer:
         iterations = self.power_iterations if self.training else 0
         sigma, u, v = self._triplet(name, param.data, layer, iterations)
         if self.training:  # (exact mode keeps the SVD's triplet here, for logging)
-            state = self.states.setdefault(name, SpectralState(v))
+            state = self.states.get(name)
+            if state is None:
+                state = self.states[name] = SpectralState(v)
             state.v, state.u, state.sigma = v, u, sigma
         return sigma, u, v
 
@@ -268,11 +270,15 @@ class SpectralNormRegularizer:
 
     def _start_vector(self, name: str, weight: Any, layer: Any) -> Any:
         """The stored v of ``name`` on the weight's device and dtype (created when missing)."""
+        state = self.states.get(name)
+        if (layer is None and state is not None and type(state.v) is type(weight)
+                and state.v.dtype == weight.dtype
+                and state.v.shape == (weight.size // max(1, weight.shape[0]),)):
+            return state.v  # the common case, every step after the first (checks below)
         if layer is None:
             shape: tuple[int, ...] = (as_matrix(weight).shape[1],)
         else:
             shape = (1, *layer.input_hw, weight.shape[3])
-        state = self.states.get(name)
         if state is not None and layer is not None and tuple(state.v.shape) != shape:
             warnings.warn(
                 f"SpectralNormRegularizer: conv layer {name!r} now sees inputs of size "
@@ -349,6 +355,8 @@ def _add_rank_one_blocked(grad: Any, scale: Any, u: Any, v: Any) -> None:
 #: threadpoolctl controllers of the BLAS libraries loaded at the first call (SciPy's among them);
 #: None before it, False when they cannot be inspected (then the BLAS route is never used)
 _blas_pools: list[Any] | bool | None = None
+#: SciPy's ``sger`` / ``dger`` by dtype, looked up with the pools
+_ger: dict[np.dtype, Any] = {}
 
 
 def _add_rank_one_blas(grad: np.ndarray, scale: Any, u: Any, v: Any) -> bool:
@@ -367,25 +375,23 @@ def _add_rank_one_blas(grad: np.ndarray, scale: Any, u: Any, v: Any) -> bool:
     a memory-bound rank-one update gains nothing from threads anyway. (Another Python thread
     calling BLAS during those microseconds would run single-threaded too.)
     """
-    global _blas_pools
-    try:
-        from scipy.linalg import blas
-    except ImportError:  # pragma: no cover - SciPy is a dependency
-        return False
+    global _blas_pools, _ger
     if _blas_pools is None:
         try:
+            from scipy.linalg import blas
             from threadpoolctl import ThreadpoolController
 
+            _ger = {np.dtype(np.float32): blas.sger, np.dtype(np.float64): blas.dger}
             _blas_pools = [c for c in ThreadpoolController().lib_controllers
                            if c.user_api == "blas"]
-        except Exception:  # noqa: BLE001 - no introspection, no way to hold the threads
-            _blas_pools = False
+        except Exception:  # noqa: BLE001 - no SciPy or no introspection: no way to hold
+            _blas_pools = False  # the threads, so the reference route is used
     if _blas_pools is False:
         return False
     matrix_t = grad.reshape(grad.shape[0], -1).T  # (n, m), Fortran-ordered view of grad
     u = np.asarray(u, dtype=grad.dtype)
     v = np.asarray(v, dtype=grad.dtype)
-    ger = blas.sger if grad.dtype == np.float32 else blas.dger
+    ger = _ger[grad.dtype]
     previous = [pool.get_num_threads() for pool in _blas_pools]
     for pool, threads in zip(_blas_pools, previous):
         if threads != 1:
