@@ -105,10 +105,11 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append(row)
     out.append("NumPy training step by phase (medians; 'spectral ms' is the time inside the "
                "regularizer's calls). The spectral share is measured by ablation, from "
-               "back-to-back pairs of steps of one trainer with and without the regularizer (no "
-               "PyTorch step in between): 'spectral Δ ms' (median difference) / 'paired step ms' (median "
-               "step with it), with a distribution-free 95% interval of the median; 'torch "
-               "share' is the same for PyTorch. Target: NumPy's share at most PyTorch's:")
+               "back-to-back pairs of steps of one trainer with and without the regularizer "
+               "(no PyTorch step in between): 'spectral Δ ms' (median difference) / 'paired "
+               "step ms' (median step with it), with a distribution-free 95% interval of the "
+               "median; 'torch share' is the same for PyTorch. Target: NumPy's share at most "
+               "PyTorch's:")
     out.append(_render(header, rows))
     memory_rows = _memory_rows(results)
     if memory_rows:
