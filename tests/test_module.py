@@ -49,6 +49,28 @@ def test_nested_module_parameters_and_labels() -> None:
     assert "Linear(3, 2, bias=True)" in repr(block)
 
 
+def test_a_submodule_overriding_named_parameters_keeps_its_rule() -> None:
+    """The tree walk honours a child's own named_parameters (e.g. one that hides a frozen
+    parameter), at any depth, as a walk calling named_parameters level by level would."""
+    class Frozen(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(2, 2, rng=0)
+
+        def named_parameters(self, prefix: str = ""):
+            return iter([(prefix + "layer.bias", self.layer.bias)])  # the weight is hidden
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 2, rng=1)
+            self.inner = nn.Sequential(nn.ReLU(), Frozen())
+
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == ["a.weight", "a.bias", "inner.1.layer.bias"]
+    assert net.parameters()[-1] is net.inner[1].layer.bias
+
+
 def test_sequential_rejects_non_modules() -> None:
     with pytest.raises(TypeError, match="argument 1"):
         nn.Sequential(nn.ReLU(), lambda x: x)

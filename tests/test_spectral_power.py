@@ -208,3 +208,33 @@ def test_normalized_fast_path_equals_the_reference_route(dtype, fallback_kind, v
     assert np.asarray(norm).dtype == np.asarray(norm_ref).dtype
     np.testing.assert_array_equal(unit, unit_ref)  # bitwise (NaN where NaN)
     np.testing.assert_array_equal(norm, norm_ref)
+
+
+class _Marked(np.ndarray):
+    """An ndarray subclass, to check that the fast path keeps the reference route's types."""
+
+
+@pytest.mark.parametrize("case", ["0-d", "0-d with fallback", "subclass", "subclass fallback",
+                                  "F-order with C fallback", "empty"])
+def test_normalized_fast_path_keeps_types_and_layouts(case):
+    from specnorm_np.spectral.power_iteration import _normalized_reference, normalized
+
+    rng = np.random.default_rng(4)
+    matrix = rng.standard_normal((3, 5)).astype(np.float32)
+    x, fallback = {
+        "0-d": (np.array(2.0, np.float32), None),
+        "0-d with fallback": (np.array(2.0, np.float32), np.array(1.0, np.float32)),
+        "subclass": (matrix.view(_Marked), None),
+        "subclass fallback": (matrix.view(_Marked), np.zeros((3, 5), np.float32)),
+        "F-order with C fallback": (np.asfortranarray(matrix), np.zeros((3, 5), np.float32)),
+        "empty": (np.zeros((0, 4), np.float32), np.ones((0, 4), np.float32)),
+    }[case]
+    unit, norm = normalized(x, fallback)
+    unit_ref, norm_ref = _normalized_reference(x, fallback)
+    assert type(unit) is type(unit_ref) and type(norm) is type(norm_ref)
+    assert np.shape(unit) == np.shape(unit_ref) and unit.dtype == unit_ref.dtype
+    if isinstance(unit, np.ndarray) and unit.ndim:
+        assert unit.flags.c_contiguous == unit_ref.flags.c_contiguous
+        assert unit.flags.f_contiguous == unit_ref.flags.f_contiguous
+    np.testing.assert_array_equal(unit, unit_ref)
+    np.testing.assert_array_equal(norm, norm_ref)

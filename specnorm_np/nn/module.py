@@ -134,7 +134,10 @@ class Module:
             if isinstance(value, Parameter):
                 found.append((prefix + name, value))
         for name, child in self.children():
-            child._collect_parameters(prefix + name + ".", found)
+            if type(child).named_parameters is Module.named_parameters:
+                child._collect_parameters(prefix + name + ".", found)
+            else:  # a submodule with a rule of its own
+                found.extend(child.named_parameters(prefix + name + "."))
 
     def parameters(self) -> list[Parameter]:
         """All parameters, in a deterministic order."""

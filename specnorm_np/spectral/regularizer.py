@@ -271,7 +271,8 @@ class SpectralNormRegularizer:
     def _start_vector(self, name: str, weight: Any, layer: Any) -> Any:
         """The stored v of ``name`` on the weight's device and dtype (created when missing)."""
         state = self.states.get(name)
-        if (layer is None and state is not None and type(state.v) is type(weight)
+        if (layer is None and state is not None and weight.ndim >= 2
+                and type(state.v) is type(weight)
                 and state.v.dtype == weight.dtype
                 and state.v.shape == (weight.size // max(1, weight.shape[0]),)):
             return state.v  # the common case, every step after the first (checks below)
